@@ -1,0 +1,40 @@
+"""radas_flows: Ray Tune hyperparameter sweeps as Prefect flows, with the radas API."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# Public name -> module; imported on first use so `import radas_flows` stays cheap
+# (Prefect imports every registered collection when a worker starts).
+_LAZY: dict[str, str] = {
+    "run_experiment": "radas_flows.experiment",
+    "run_experiment_sync": "radas_flows.experiment",
+    "Tuner": "radas_flows.tuner",
+    "radas": "radas_flows.flows",
+    "get_ray_results_dir": "radas_flows.core",
+}
+
+__all__ = [*sorted(_LAZY), "__version__"]
+
+if TYPE_CHECKING:
+    from radas_flows.core import get_ray_results_dir as get_ray_results_dir
+    from radas_flows.experiment import run_experiment as run_experiment
+    from radas_flows.experiment import run_experiment_sync as run_experiment_sync
+    from radas_flows.flows import radas as radas
+    from radas_flows.tuner import Tuner as Tuner
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'radas_flows' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

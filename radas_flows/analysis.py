@@ -1,0 +1,125 @@
+"""The analyze stage: results → DataFrame (saved as CSV) → seaborn figure."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from radas_flows.errors import RadasError
+
+if TYPE_CHECKING:
+    from radas_flows.spec import AnalysisOptions
+    from radas_flows.tuner import Tuner
+
+RESULTS_CSV = "radas_results.csv"
+FIGURE_STEM = "radas_figure"
+
+
+def default_tuner_to_df_fn(tuner: Tuner) -> Any:
+    """``tuner.get_brief_dataframe()``: every reported row, without Tune's bookkeeping columns."""
+    return tuner.get_brief_dataframe()
+
+
+def default_process_df_fn(df: Any) -> Any:
+    """Return the DataFrame unchanged."""
+    return df
+
+
+def default_process_sns_fn(sns: Any) -> Any:
+    """Give seaborn a clean white-grid theme that reads well in reports and emails."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    return sns
+
+
+def default_process_g_fn(g: Any) -> Any:
+    """Return the plot object unchanged."""
+    return g
+
+
+@dataclass
+class AnalysisResult:
+    """What the analyze stage produced and where it stored it."""
+
+    tuner: Tuner
+    df: Any
+    fig: Any
+    csv_path: str | None
+    figure_path: str | None
+    preview_png: str | None
+
+
+def figure_of(plot: Any) -> Any:
+    """The matplotlib Figure behind what a seaborn function returned.
+
+    Axes-level functions return an ``Axes`` (``.figure``); figure-level ones a ``FacetGrid``,
+    ``PairGrid`` or ``JointGrid`` (``.figure``); a Figure is returned as is.
+    """
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    if isinstance(plot, Figure):
+        return plot
+    if isinstance(plot, Axes):
+        return plot.get_figure()
+    figure = getattr(plot, "figure", None) or getattr(plot, "fig", None)
+    if isinstance(figure, Figure):
+        return figure
+    import matplotlib.pyplot as plt
+
+    return plt.gcf()
+
+
+def _use_headless_backend() -> None:
+    import matplotlib
+
+    if not os.environ.get("MPLBACKEND") and not os.environ.get("DISPLAY"):
+        matplotlib.use("Agg")
+
+
+def analyze_results(tuner: Tuner, options: AnalysisOptions, out_dir: str | None) -> AnalysisResult:
+    """Turn a Tuner into the processed DataFrame and figure; save CSV and figure in ``out_dir``.
+
+    The CSV is written before plotting, so a failing plot function loses nothing.
+    """
+    df = options.tuner_to_df_fn(tuner)
+    df = options.process_df_fn(df, **options.process_df_fn_kwargs)
+    if options.rename_mapping:
+        df = df.rename(columns=options.rename_mapping)
+    csv_path = None
+    if out_dir is not None and hasattr(df, "to_csv"):
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        csv_path = str(Path(out_dir) / RESULTS_CSV)
+        df.to_csv(csv_path, index=False)
+    if options.plot_fn is None:
+        return AnalysisResult(tuner, df, None, csv_path, None, None)
+
+    _use_headless_backend()
+    import matplotlib as mpl
+    import seaborn as sns
+
+    try:
+        with mpl.rc_context():
+            processed = options.process_sns_fn(sns)
+            sns_module = processed if processed is not None else sns
+            del sns_module  # the process function configures seaborn in place
+            mpl.rcParams.update(options.matplotlib_rcParams_update)
+            plot = options.plot_fn(data=df, **options.plot_kwargs)
+            plot = options.process_g_fn(plot)
+            fig = figure_of(plot)
+            figure_path = preview = None
+            if out_dir is not None:
+                if options.plot_format:
+                    figure_path = str(Path(out_dir) / f"{FIGURE_STEM}.{options.plot_format}")
+                    fig.savefig(figure_path, format=options.plot_format, bbox_inches="tight")
+                preview = str(Path(out_dir) / f"{FIGURE_STEM}_preview.png")
+                fig.savefig(preview, format="png", dpi=80, bbox_inches="tight")
+    except Exception as e:
+        where = f" The results table is saved in {csv_path}." if csv_path else ""
+        raise RadasError(
+            f"Plotting failed in plot_fn={getattr(options.plot_fn, '__name__', options.plot_fn)!r} "
+            f"with plot_kwargs={options.plot_kwargs!r}: {type(e).__name__}: {e}.{where} "
+            "Fix the plot arguments and re-run with dos=['analyze'] (no trial runs again)."
+        ) from e
+    return AnalysisResult(tuner, df, fig, csv_path, figure_path, preview)

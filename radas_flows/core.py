@@ -1,0 +1,103 @@
+"""Where experiment results live: the results root, per user and experiment."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from radas_flows.errors import RadasValueError
+
+RESULTS_ROOT_ENV = "RADAS_RESULTS_ROOT"
+LOCAL_CPUS_ENV = "RADAS_LOCAL_NUM_CPUS"
+_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def results_root() -> str:
+    """The results root: ``$RADAS_RESULTS_ROOT``, else ``~/radas-results``."""
+    root = os.environ.get(RESULTS_ROOT_ENV) or str(Path.home() / "radas-results")
+    if "://" in root:
+        return root.rstrip("/")
+    return str(Path(root).expanduser().resolve())
+
+
+def check_user_name(user_name: object) -> str:
+    """Return ``user_name`` when it is safe as one path component, else raise.
+
+    Example:
+        >>> check_user_name("yuhang")
+        'yuhang'
+    """
+    if not isinstance(user_name, str) or not _USER_RE.fullmatch(user_name) or ".." in user_name:
+        raise RadasValueError(
+            f"user_name={user_name!r} is not a valid user name: use letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit (for example user_name='yuhang')."
+        )
+    return user_name
+
+
+def current_user_name() -> str:
+    """The login name of the current user, as radas uses it by default."""
+    import getpass
+
+    return getpass.getuser()
+
+
+def get_ray_results_dir(user_name: str | None = None) -> str:
+    """Return the folder where this user's experiment results are stored.
+
+    Args:
+        user_name: whose folder; defaults to the current login name.
+
+    Returns:
+        ``<results root>/<user_name>/`` (with a trailing slash, as radas returns it).
+
+    Example:
+        >>> import os
+        >>> os.environ["RADAS_RESULTS_ROOT"] = "/tmp/radas-doc"
+        >>> get_ray_results_dir("yuhang")
+        '/tmp/radas-doc/yuhang/'
+    """
+    user = check_user_name(user_name if user_name is not None else current_user_name())
+    return f"{results_root()}/{user}/"
+
+
+def experiment_path(user_name: str, full_experiment_name: str, root: str | None = None) -> str:
+    """The folder (or URI) of one experiment's Tune results."""
+    base = (root or results_root()).rstrip("/")
+    return f"{base}/{check_user_name(user_name)}/{full_experiment_name}"
+
+
+def local_cpus() -> int:
+    """CPUs a local run may use: ``$RADAS_LOCAL_NUM_CPUS``, else every CPU of this machine."""
+    value = os.environ.get(LOCAL_CPUS_ENV)
+    if value:
+        try:
+            n = int(value)
+        except ValueError as e:
+            raise RadasValueError(
+                f"{LOCAL_CPUS_ENV}={value!r} is not an integer; set it to a whole number of CPUs."
+            ) from e
+        if n < 1:
+            raise RadasValueError(f"{LOCAL_CPUS_ENV}={value!r} must be at least 1.")
+        return n
+    return os.cpu_count() or 1
+
+
+def local_gpus() -> int:
+    """GPUs visible to this machine (from ``CUDA_VISIBLE_DEVICES`` or ``nvidia-smi``)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return 0
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--list-gpus"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return 0
+    return len([line for line in out.stdout.splitlines() if line.startswith("GPU ")])

@@ -1,0 +1,19 @@
+"""Exceptions raised by radas_flows."""
+
+from __future__ import annotations
+
+
+class RadasError(Exception):
+    """Base class of every error radas_flows raises on purpose."""
+
+
+class RadasValueError(RadasError, ValueError):
+    """A bad value given by the user; the message names the value and the fix."""
+
+
+class ExperimentStateError(RadasError):
+    """The stored state of an experiment does not allow the requested action."""
+
+
+class TrialsFailedError(RadasError):
+    """Trials of an experiment ended in error; completed results were kept and analyzed."""

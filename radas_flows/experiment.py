@@ -1,0 +1,142 @@
+"""``run_experiment``: the radas entry point, running the ``radas`` flow."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import Any
+
+from radas_flows.analysis import (
+    default_process_df_fn,
+    default_process_g_fn,
+    default_process_sns_fn,
+    default_tuner_to_df_fn,
+)
+
+
+async def run_experiment(
+    # Required
+    user_name: str,
+    trainable: Callable[..., Any],
+    experiment_name: str,
+    # Cluster
+    run_with: str = "local",
+    runtime_env: dict[str, Any] = {},  # noqa: B006 - the radas signature; never mutated
+    # Parameter Space
+    param_space: dict[str, Any] = {},  # noqa: B006
+    # Tuner Configuration
+    tuner_init_kwargs: dict[str, Any] = {},  # noqa: B006
+    # Analysis & Plotting
+    tuner_to_df_fn: Callable[..., Any] = default_tuner_to_df_fn,
+    process_df_fn: Callable[..., Any] = default_process_df_fn,
+    process_df_fn_kwargs: dict[str, Any] = {},  # noqa: B006
+    process_sns_fn: Callable[..., Any] = default_process_sns_fn,
+    plot_fn: Callable[..., Any] | None = None,
+    plot_kwargs: dict[str, Any] = {},  # noqa: B006
+    rename_mapping: dict[str, Any] = {},  # noqa: B006
+    matplotlib_rcParams_update: dict[str, Any] = {},  # noqa: B006
+    process_g_fn: Callable[..., Any] = default_process_g_fn,
+    plot_format: str | None = None,
+    # Control
+    dos: list[str] = ["run", "analyze"],  # noqa: B006
+    yes: bool = False,
+    run_choice: str | None = None,
+    # Notifications
+    email_notification_to_address: str | None = None,
+    # Resources
+    cpu_per_trial: float = 1,
+) -> dict[str, Any]:
+    """Run an experiment with Ray Tune as the Prefect flow ``radas``, then analyze it.
+
+    Every argument is validated before anything starts. ``experiment_name`` is prefixed with the
+    current working directory and sanitized. Results are stored under
+    ``get_ray_results_dir(user_name)``; the table and figure are saved beside them.
+
+    Args:
+        user_name: who runs it; results are stored per user.
+        trainable: a function of ``config`` (returning or reporting metrics) or a
+            ``ray.tune.Trainable`` subclass; for clusters it must live in a separate file.
+        experiment_name: a short name; run, restore, attach and stop_attach are bound to it.
+        run_with: ``"local"`` or ``"cluster:<name>"``.
+        runtime_env: Ray runtime environment (``working_dir`` is set for you).
+        param_space: Tune's parameter space (``tune.grid_search``, ``tune.choice``...).
+        tuner_init_kwargs: ``tune_config`` (``tune.TuneConfig``) and ``run_config``
+            (``tune.RunConfig``) for ``ray.tune.Tuner``.
+        tuner_to_df_fn: Tuner → DataFrame.
+        process_df_fn: DataFrame → DataFrame, called with ``process_df_fn_kwargs``.
+        process_df_fn_kwargs: keyword arguments of ``process_df_fn``.
+        process_sns_fn: called with the seaborn module before plotting (theme, palette).
+        plot_fn: a seaborn function such as ``sns.lineplot``; None: no figure.
+        plot_kwargs: keyword arguments of ``plot_fn`` (``data`` is the DataFrame).
+        rename_mapping: columns to rename after ``process_df_fn``.
+        matplotlib_rcParams_update: rcParams in effect while plotting.
+        process_g_fn: called with what ``plot_fn`` returned (axes or grid).
+        plot_format: also save the figure in this format (``"png"``, ``"pdf"``...).
+        dos: ``["run", "analyze"]``, ``["run"]`` or ``["analyze"]``.
+        yes: answer the "experiment exists" question with its default, restore.
+        run_choice: ``"run"``, ``"restore"``, ``"attach"`` or ``"stop_attach"``.
+        email_notification_to_address: where to email the outcome.
+        cpu_per_trial: CPUs per trial (a cluster's GPU share follows from it).
+
+    Returns:
+        ``{"df": DataFrame, "tuner": radas_flows.Tuner, "fig": matplotlib Figure or None}``.
+
+    Example:
+        >>> import asyncio
+        >>> from radas_flows import run_experiment
+        >>> def trainable(config):
+        ...     return {"score": config["a"] * config["b"]}
+        >>> results = asyncio.run(run_experiment(  # doctest: +SKIP
+        ...     user_name="me", trainable=trainable, experiment_name="my-experiment",
+        ...     param_space={"a": {"grid_search": [1, 2, 3]}, "b": 10}, run_choice="run"))
+        >>> results["df"][["config/a", "score"]]  # doctest: +SKIP
+    """
+    from radas_flows.flows import radas
+    from radas_flows.spec import build_spec
+
+    kwargs = dict(
+        user_name=user_name,
+        trainable=trainable,
+        experiment_name=experiment_name,
+        run_with=run_with,
+        runtime_env=runtime_env,
+        param_space=param_space,
+        tuner_init_kwargs=tuner_init_kwargs,
+        tuner_to_df_fn=tuner_to_df_fn,
+        process_df_fn=process_df_fn,
+        process_df_fn_kwargs=process_df_fn_kwargs,
+        process_sns_fn=process_sns_fn,
+        plot_fn=plot_fn,
+        plot_kwargs=plot_kwargs,
+        rename_mapping=rename_mapping,
+        matplotlib_rcParams_update=matplotlib_rcParams_update,
+        process_g_fn=process_g_fn,
+        plot_format=plot_format,
+        dos=list(dos),
+        yes=yes,
+        run_choice=run_choice,
+        email_notification_to_address=email_notification_to_address,
+        cpu_per_trial=cpu_per_trial,
+    )
+    # Validate everything before Prefect or Ray start: bad input fails here, in milliseconds.
+    build_spec(**kwargs, cwd=os.getcwd())
+    return await asyncio.to_thread(radas, **kwargs)
+
+
+def run_experiment_sync(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    """``run_experiment`` for scripts without an event loop (same arguments).
+
+    Example:
+        >>> from radas_flows import run_experiment_sync
+        >>> results = run_experiment_sync(user_name="me", trainable=f,  # doctest: +SKIP
+        ...                               experiment_name="x", run_choice="run")
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_experiment(*args, **kwargs))
+    raise RuntimeError(
+        "run_experiment_sync() was called inside a running event loop: use "
+        "`await run_experiment(...)` there instead."
+    )

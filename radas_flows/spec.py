@@ -1,0 +1,424 @@
+"""The experiment spec: every entry point's inputs, validated once before anything runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from radas_flows.core import check_user_name, local_cpus
+from radas_flows.errors import RadasValueError
+
+RUN_CHOICES: tuple[str, ...] = ("run", "restore", "attach", "stop_attach")
+CLUSTER_ONLY_RUN_CHOICES: tuple[str, ...] = ("attach", "stop_attach")
+DOS: tuple[str, ...] = ("run", "analyze")
+RUNTIME_ENV_KEYS: tuple[str, ...] = (
+    "pip",
+    "uv",
+    "conda",
+    "env_vars",
+    "py_modules",
+    "excludes",
+    "py_executable",
+    "nsight",
+    "image_uri",
+)
+LOCAL_RUNTIME_ENV_KEYS: tuple[str, ...] = ("env_vars", "py_modules", "excludes", "py_executable")
+TUNER_INIT_KWARGS: tuple[str, ...] = ("tune_config", "run_config")
+_CLUSTER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_EMAIL_RE = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
+
+
+@dataclass(frozen=True)
+class RunTarget:
+    """Where an experiment runs: this machine, or a named Ray cluster."""
+
+    kind: Literal["local", "cluster"]
+    cluster: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind == "local"
+
+    def __str__(self) -> str:
+        return "local" if self.kind == "local" else f"cluster:{self.cluster}"
+
+
+def parse_run_with(run_with: object) -> RunTarget:
+    """Parse ``run_with``: ``"local"`` or ``"cluster:<name>"``.
+
+    Example:
+        >>> parse_run_with("cluster:atol-gpu-5090")
+        RunTarget(kind='cluster', cluster='atol-gpu-5090')
+    """
+    if run_with == "local":
+        return RunTarget("local")
+    if isinstance(run_with, str) and run_with.startswith("cluster:"):
+        name = run_with[len("cluster:") :]
+        if _CLUSTER_NAME_RE.fullmatch(name):
+            return RunTarget("cluster", name)
+    raise RadasValueError(
+        f"run_with={run_with!r} is not valid: use 'local' or 'cluster:<name>' with a cluster "
+        "name from the registry (see `radas clusters` or get_cluster_availability())."
+    )
+
+
+def sanitize_experiment_name(experiment_name: object, cwd: str | None = None) -> str:
+    """Prefix ``experiment_name`` with the working directory; non-alphanumerics become ``_``.
+
+    Example:
+        >>> sanitize_experiment_name("my-experiment", cwd="/mnt/data/home/user/project")
+        '_mnt_data_home_user_project_my_experiment'
+    """
+    if not isinstance(experiment_name, str) or not experiment_name.strip():
+        raise RadasValueError(
+            f"experiment_name={experiment_name!r} is empty: give a short descriptive name, "
+            "for example experiment_name='lr-sweep' (it is prefixed with the working directory)."
+        )
+    base = cwd if cwd is not None else os.getcwd()
+    return re.sub(r"[^A-Za-z0-9]", "_", f"{base}/{experiment_name.strip()}")
+
+
+def check_dos(dos: object) -> tuple[str, ...]:
+    """Validate ``dos``: a non-empty list drawn from ``"run"`` and ``"analyze"``."""
+    if isinstance(dos, str) or not isinstance(dos, Sequence) or not dos:
+        raise RadasValueError(
+            f"dos={dos!r} is not valid: use ['run', 'analyze'], ['run'] or ['analyze']."
+        )
+    unknown = [d for d in dos if d not in DOS]
+    if unknown:
+        raise RadasValueError(
+            f"dos contains unknown entr{'y' if len(unknown) == 1 else 'ies'} {unknown!r}: "
+            "use ['run', 'analyze'], ['run'] or ['analyze']."
+        )
+    if len(set(dos)) != len(dos):
+        raise RadasValueError(f"dos={list(dos)!r} repeats an entry: list each phase once.")
+    return tuple(d for d in DOS if d in dos)
+
+
+def check_run_choice(run_choice: object, target: RunTarget) -> str | None:
+    """Validate ``run_choice`` against the run target."""
+    if run_choice is None:
+        return None
+    if run_choice not in RUN_CHOICES:
+        raise RadasValueError(
+            f"run_choice={run_choice!r} is not valid: use one of "
+            + ", ".join(repr(c) for c in RUN_CHOICES)
+            + " (or None to be asked when the experiment exists)."
+        )
+    if target.is_local and run_choice in CLUSTER_ONLY_RUN_CHOICES:
+        raise RadasValueError(
+            f"run_choice={run_choice!r} only applies to cluster runs (run_with='cluster:<name>'): "
+            "a local run lives in this process, so there is no job to attach to or stop. "
+            "Use run_choice='run' or 'restore' locally."
+        )
+    return str(run_choice)
+
+
+def check_cpu_per_trial(cpu_per_trial: object, cap: float | None, cap_name: str) -> float:
+    """Validate ``cpu_per_trial``: a positive number no larger than ``cap``."""
+    if isinstance(cpu_per_trial, bool) or not isinstance(cpu_per_trial, int | float):
+        raise RadasValueError(
+            f"cpu_per_trial={cpu_per_trial!r} is not a number: give a positive number such as 1."
+        )
+    if not cpu_per_trial > 0:
+        raise RadasValueError(
+            f"cpu_per_trial={cpu_per_trial!r} must be greater than 0 (for example 1, 2 or 0.5)."
+        )
+    if cap is not None and cpu_per_trial > cap:
+        raise RadasValueError(
+            f"cpu_per_trial={cpu_per_trial!r} is more than {cap_name} ({cap:g}): a trial could "
+            f"never be scheduled. Use cpu_per_trial <= {cap:g}."
+        )
+    return float(cpu_per_trial)
+
+
+def check_plot_format(plot_format: object) -> str | None:
+    """Validate ``plot_format`` against the formats matplotlib can write."""
+    if plot_format is None:
+        return None
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    supported = sorted(FigureCanvasBase.get_supported_filetypes())
+    fmt = plot_format.lower().lstrip(".") if isinstance(plot_format, str) else plot_format
+    if fmt not in supported:
+        raise RadasValueError(
+            f"plot_format={plot_format!r} cannot be written by matplotlib: use one of "
+            + ", ".join(supported)
+            + " (or None to skip saving the figure)."
+        )
+    return str(fmt)
+
+
+def _check_callable(name: str, value: object, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not callable(value):
+        raise RadasValueError(
+            f"{name}={value!r} is not callable: pass a function"
+            + (" or None." if optional else ".")
+        )
+
+
+def _check_dict(name: str, value: object) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise RadasValueError(f"{name}={value!r} must be a dict (for example {name}={{}}).")
+    return dict(value)
+
+
+def is_trainable(obj: object) -> bool:
+    """True for a function trainable or a ``ray.tune.Trainable`` subclass."""
+    if inspect.isclass(obj):
+        from ray.tune import Trainable
+
+        return issubclass(obj, Trainable)
+    return callable(obj)
+
+
+def check_trainable(trainable: object, *, cwd: str | None = None) -> tuple[Any, str | None]:
+    """Return ``(trainable object, "module:attribute" reference or None)``.
+
+    A string is resolved as ``module:attribute`` from the working directory.
+    """
+    if isinstance(trainable, str):
+        from radas_flows.trainables import resolve_trainable_reference
+
+        return resolve_trainable_reference(trainable, cwd=cwd), trainable
+    if trainable is None or not is_trainable(trainable):
+        raise RadasValueError(
+            f"trainable={trainable!r} is not a trainable: pass a function taking a config dict "
+            "(or a ray.tune.Trainable subclass), or a 'module:attribute' reference to one."
+        )
+    from radas_flows.trainables import reference_of
+
+    return trainable, reference_of(trainable)
+
+
+def check_runtime_env(runtime_env: object, target: RunTarget) -> dict[str, Any]:
+    """Validate ``runtime_env`` keys; ``working_dir`` is set by radas_flows, never by the user."""
+    env = _check_dict("runtime_env", runtime_env)
+    if "working_dir" in env:
+        raise RadasValueError(
+            "runtime_env['working_dir'] must not be set: radas_flows sets the working directory "
+            "to the directory you run your script from (cd there first). Remove 'working_dir'."
+        )
+    unknown = sorted(set(env) - set(RUNTIME_ENV_KEYS))
+    if unknown:
+        raise RadasValueError(
+            f"runtime_env has unknown key(s) {unknown!r}: allowed keys are "
+            + ", ".join(RUNTIME_ENV_KEYS)
+            + "."
+        )
+    if "image_uri" in env and len(env) > 1:
+        raise RadasValueError(
+            "runtime_env['image_uri'] cannot be combined with other runtime_env fields "
+            f"({sorted(set(env) - {'image_uri'})!r}): use image_uri alone."
+        )
+    if "pip" in env and "conda" in env:
+        raise RadasValueError(
+            "runtime_env sets both 'pip' and 'conda': Ray cannot use both; put the pip "
+            "packages into the conda environment's 'pip' section."
+        )
+    env_vars = env.get("env_vars")
+    if env_vars is not None and (
+        not isinstance(env_vars, Mapping)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items())
+    ):
+        raise RadasValueError(
+            "runtime_env['env_vars'] must map strings to strings, for example "
+            "{'OMP_NUM_THREADS': '1'}."
+        )
+    return env
+
+
+def check_email(address: object) -> str | None:
+    """Validate ``email_notification_to_address`` (one or several, comma-separated)."""
+    if address is None or address == "":
+        return None
+    if not isinstance(address, str) or not all(
+        _EMAIL_RE.fullmatch(a.strip()) for a in address.split(",")
+    ):
+        raise RadasValueError(
+            f"email_notification_to_address={address!r} is not an email address: use "
+            "'name@example.com' (several addresses separated by commas)."
+        )
+    return address
+
+
+def check_tuner_init_kwargs(tuner_init_kwargs: object) -> dict[str, Any]:
+    """Validate ``tuner_init_kwargs``: ``tune_config`` and ``run_config`` for ``ray.tune.Tuner``."""
+    kwargs = _check_dict("tuner_init_kwargs", tuner_init_kwargs)
+    unknown = sorted(set(kwargs) - set(TUNER_INIT_KWARGS))
+    if unknown:
+        hint = ""
+        if "param_space" in unknown or "trainable" in unknown:
+            hint = " Pass trainable and param_space to run_experiment itself."
+        raise RadasValueError(
+            f"tuner_init_kwargs has unknown key(s) {unknown!r}: use 'tune_config' "
+            "(a ray.tune.TuneConfig) and 'run_config' (a ray.tune.RunConfig)." + hint
+        )
+    if kwargs:
+        from ray import tune
+
+        tc = kwargs.get("tune_config")
+        if tc is not None and not isinstance(tc, tune.TuneConfig):
+            raise RadasValueError(
+                f"tuner_init_kwargs['tune_config']={tc!r} must be a ray.tune.TuneConfig."
+            )
+        rc = kwargs.get("run_config")
+        if rc is not None and not isinstance(rc, tune.RunConfig):
+            raise RadasValueError(
+                f"tuner_init_kwargs['run_config']={rc!r} must be a ray.tune.RunConfig "
+                "(not ray.train.RunConfig, which Tune rejects)."
+            )
+    return kwargs
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How results become a DataFrame and a figure (the radas analysis arguments)."""
+
+    tuner_to_df_fn: Callable[..., Any]
+    process_df_fn: Callable[..., Any]
+    process_df_fn_kwargs: dict[str, Any]
+    process_sns_fn: Callable[..., Any]
+    plot_fn: Callable[..., Any] | None
+    plot_kwargs: dict[str, Any]
+    rename_mapping: dict[str, Any]
+    matplotlib_rcParams_update: dict[str, Any]
+    process_g_fn: Callable[..., Any]
+    plot_format: str | None
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """One validated experiment; every stage reads it, nothing mutates it."""
+
+    user_name: str
+    experiment_name: str
+    full_name: str
+    trainable: Any
+    trainable_ref: str | None
+    target: RunTarget
+    runtime_env: dict[str, Any]
+    param_space: dict[str, Any]
+    tuner_init_kwargs: dict[str, Any]
+    analysis: AnalysisOptions
+    dos: tuple[str, ...]
+    yes: bool
+    run_choice: str | None
+    email_notification_to_address: str | None
+    cpu_per_trial: float
+    cwd: str
+    secrets: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def replace(self, **changes: Any) -> ExperimentSpec:
+        return dataclasses.replace(self, **changes)
+
+
+def build_spec(
+    *,
+    user_name: object,
+    trainable: object,
+    experiment_name: object,
+    run_with: object = "local",
+    runtime_env: object = None,
+    param_space: object = None,
+    tuner_init_kwargs: object = None,
+    tuner_to_df_fn: Any = None,
+    process_df_fn: Any = None,
+    process_df_fn_kwargs: object = None,
+    process_sns_fn: Any = None,
+    plot_fn: Any = None,
+    plot_kwargs: object = None,
+    rename_mapping: object = None,
+    matplotlib_rcParams_update: object = None,
+    process_g_fn: Any = None,
+    plot_format: object = None,
+    dos: object = ("run", "analyze"),
+    yes: bool = False,
+    run_choice: object = None,
+    email_notification_to_address: object = None,
+    cpu_per_trial: object = 1,
+    cwd: str | None = None,
+    cpu_cap: float | None = None,
+) -> ExperimentSpec:
+    """Validate every argument of ``run_experiment`` and return the immutable spec.
+
+    Raises:
+        RadasValueError: naming the first bad value and how to fix it.
+    """
+    from radas_flows.analysis import (
+        default_process_df_fn,
+        default_process_g_fn,
+        default_process_sns_fn,
+        default_tuner_to_df_fn,
+    )
+
+    cwd = cwd or os.getcwd()
+    user = check_user_name(user_name)
+    full_name = sanitize_experiment_name(experiment_name, cwd)
+    target = parse_run_with(run_with)
+    phases = check_dos(dos)
+    choice = check_run_choice(run_choice, target)
+    trainable_obj, trainable_ref = check_trainable(trainable, cwd=cwd)
+    env = check_runtime_env(runtime_env, target)
+    if target.is_local:
+        not_local = sorted(set(env) - set(LOCAL_RUNTIME_ENV_KEYS))
+        if not_local:
+            raise RadasValueError(
+                f"runtime_env key(s) {not_local!r} need a cluster: a local run uses this "
+                "Python environment. Install the packages here, or run with "
+                "run_with='cluster:<name>'."
+            )
+    space = _check_dict("param_space", param_space)
+    tik = check_tuner_init_kwargs(tuner_init_kwargs)
+    if target.is_local:
+        cap, cap_name = float(cpu_cap if cpu_cap is not None else local_cpus()), "the local CPUs"
+    else:
+        cap, cap_name = cpu_cap, f"cpu_per_node of {target.cluster}"
+    cpus = check_cpu_per_trial(cpu_per_trial, cap, cap_name)
+    fmt = check_plot_format(plot_format)
+    analysis = AnalysisOptions(
+        tuner_to_df_fn=tuner_to_df_fn or default_tuner_to_df_fn,
+        process_df_fn=process_df_fn or default_process_df_fn,
+        process_df_fn_kwargs=_check_dict("process_df_fn_kwargs", process_df_fn_kwargs),
+        process_sns_fn=process_sns_fn or default_process_sns_fn,
+        plot_fn=plot_fn,
+        plot_kwargs=_check_dict("plot_kwargs", plot_kwargs),
+        rename_mapping=_check_dict("rename_mapping", rename_mapping),
+        matplotlib_rcParams_update=_check_dict(
+            "matplotlib_rcParams_update", matplotlib_rcParams_update
+        ),
+        process_g_fn=process_g_fn or default_process_g_fn,
+        plot_format=fmt,
+    )
+    for name in ("tuner_to_df_fn", "process_df_fn", "process_sns_fn", "process_g_fn"):
+        _check_callable(name, getattr(analysis, name))
+    _check_callable("plot_fn", plot_fn, optional=True)
+    if not isinstance(yes, bool):
+        raise RadasValueError(f"yes={yes!r} must be True or False.")
+    return ExperimentSpec(
+        user_name=user,
+        experiment_name=str(experiment_name).strip(),
+        full_name=full_name,
+        trainable=trainable_obj,
+        trainable_ref=trainable_ref,
+        target=target,
+        runtime_env=env,
+        param_space=space,
+        tuner_init_kwargs=tik,
+        analysis=analysis,
+        dos=phases,
+        yes=yes,
+        run_choice=choice,
+        email_notification_to_address=check_email(email_notification_to_address),
+        cpu_per_trial=cpus,
+        cwd=cwd,
+    )

@@ -1,0 +1,161 @@
+"""Stage 2, submit: start the driver on a local Ray (in this process) or as a Ray job."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from radas_flows.core import experiment_path, local_cpus, local_gpus, results_root
+from radas_flows.driver import DriverSpec
+from radas_flows.spec import ExperimentSpec
+
+_ray_env_lock = threading.Lock()
+_our_ray_runtime_env: dict[str, Any] | None = None
+
+
+@dataclass
+class RunHandle:
+    """A running experiment: a driver thread here, or a Ray job on a cluster."""
+
+    run_id: str
+    kind: Literal["local", "cluster"]
+    experiment_path: str
+    driver_spec: DriverSpec
+    started_at: float = field(default_factory=time.time)
+    thread: threading.Thread | None = None
+    outcome: dict[str, Any] = field(default_factory=dict)  # local: "results" or "error"
+    job_id: str | None = None
+    cluster: str | None = None
+
+
+def local_ray_runtime_env(runtime_env: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a user runtime_env that apply to a local Ray."""
+    return {
+        k: v for k, v in runtime_env.items() if k in ("env_vars", "py_modules", "py_executable")
+    }
+
+
+def ensure_local_ray(runtime_env: dict[str, Any]) -> None:
+    """Start a private local Ray (never attaching to another cluster), reusing ours if it fits.
+
+    A Ray started by the caller is used as it is.
+    """
+    global _our_ray_runtime_env
+    import ray
+
+    wanted = local_ray_runtime_env(runtime_env)
+    with _ray_env_lock:
+        if ray.is_initialized():
+            if _our_ray_runtime_env is None or _our_ray_runtime_env == wanted:
+                return
+            ray.shutdown()  # ours, with another runtime_env: start it again
+        gpus = local_gpus()
+        ray.init(
+            address="local",
+            num_cpus=local_cpus(),
+            num_gpus=gpus or None,
+            include_dashboard=False,
+            runtime_env=wanted or None,
+            logging_level="WARNING",
+        )
+        if _our_ray_runtime_env is None:
+            import atexit
+
+            # Registered after Ray's own handler, so it runs first: the driver disconnects
+            # before Ray's processes go away (otherwise exit waits for a lost GCS).
+            atexit.register(_shutdown_our_ray)
+        _our_ray_runtime_env = wanted
+
+
+def _shutdown_our_ray() -> None:
+    import ray
+
+    if _our_ray_runtime_env is not None and ray.is_initialized():
+        ray.shutdown()
+
+
+def driver_spec_for(
+    spec: ExperimentSpec,
+    mode: Literal["run", "restore"],
+    *,
+    cpu_per_trial: float,
+    gpu_per_cpu: float = 0.0,
+    root: str | None = None,
+) -> DriverSpec:
+    """The driver's view of an experiment spec, with its trial resources."""
+    base = (root or results_root()).rstrip("/")
+    resources: dict[str, float] = {"cpu": cpu_per_trial}
+    if gpu_per_cpu:
+        resources["gpu"] = cpu_per_trial * gpu_per_cpu
+    return DriverSpec(
+        trainable=spec.trainable_ref if not spec.target.is_local else spec.trainable,
+        param_space=spec.param_space,
+        tuner_init_kwargs=spec.tuner_init_kwargs,
+        storage_path=f"{base}/{spec.user_name}",
+        name=spec.full_name,
+        resources=resources,
+        mode=mode,
+        secrets=spec.secrets,
+        run_id=uuid.uuid4().hex[:12],
+    )
+
+
+def start_local(spec: ExperimentSpec, driver_spec: DriverSpec) -> RunHandle:
+    """Run the driver in a thread of this process on a local Ray."""
+    from radas_flows.driver import run_driver
+
+    ensure_local_ray(spec.runtime_env)
+    handle = RunHandle(
+        run_id=driver_spec.run_id,
+        kind="local",
+        experiment_path=experiment_path(spec.user_name, spec.full_name),
+        driver_spec=driver_spec,
+    )
+
+    def target() -> None:
+        try:
+            handle.outcome["results"] = run_driver(driver_spec)
+        except BaseException as e:  # handed to the monitor, which raises it in the flow
+            handle.outcome["error"] = e
+
+    handle.thread = threading.Thread(
+        target=target, name=f"radas-driver-{handle.run_id}", daemon=True
+    )
+    handle.thread.start()
+    return handle
+
+
+@task(name="experiment_submit", cache_policy=NO_CACHE, persist_result=False)
+def experiment_submit(
+    spec: ExperimentSpec,
+    mode: Literal["run", "restore"],
+    cpu_per_trial: float,
+    gpu_per_cpu: float = 0.0,
+    results_root_override: str | None = None,
+) -> RunHandle:
+    """Start the experiment (a fresh run or a restore) with the given trial resources."""
+    logger = get_run_logger()
+    driver_spec = driver_spec_for(
+        spec, mode, cpu_per_trial=cpu_per_trial, gpu_per_cpu=gpu_per_cpu, root=results_root_override
+    )
+    if spec.target.is_local:
+        handle = start_local(spec, driver_spec)
+        logger.info(
+            "Started %s of %r on local Ray (pid %d) with %s per trial; results: %s",
+            mode,
+            spec.experiment_name,
+            os.getpid(),
+            driver_spec.resources,
+            handle.experiment_path,
+        )
+        return handle
+    from radas_flows.clusters.submit import submit_cluster_run
+
+    return submit_cluster_run(spec, driver_spec)
