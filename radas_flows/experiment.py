@@ -113,7 +113,7 @@ async def run_experiment(
         matplotlib_rcParams_update=matplotlib_rcParams_update,
         process_g_fn=process_g_fn,
         plot_format=plot_format,
-        dos=list(dos),
+        dos=dos,
         yes=yes,
         run_choice=run_choice,
         email_notification_to_address=email_notification_to_address,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -47,7 +51,6 @@ def ensure_local_ray(runtime_env: dict[str, Any]) -> None:
 
     A Ray started by the caller is used as it is.
     """
-    global _our_ray_runtime_env
     import ray
 
     wanted = local_ray_runtime_env(runtime_env)
@@ -56,22 +59,58 @@ def ensure_local_ray(runtime_env: dict[str, Any]) -> None:
             if _our_ray_runtime_env is None or _our_ray_runtime_env == wanted:
                 return
             ray.shutdown()  # ours, with another runtime_env: start it again
-        gpus = local_gpus()
-        ray.init(
-            address="local",
-            num_cpus=local_cpus(),
-            num_gpus=gpus or None,
-            include_dashboard=False,
-            runtime_env=wanted or None,
-            logging_level="WARNING",
-        )
-        if _our_ray_runtime_env is None:
-            import atexit
+        _in_ray_owner_thread(lambda: _init_local_ray(wanted))
 
-            # Registered after Ray's own handler, so it runs first: the driver disconnects
-            # before Ray's processes go away (otherwise exit waits for a lost GCS).
-            atexit.register(_shutdown_our_ray)
-        _our_ray_runtime_env = wanted
+
+def _init_local_ray(wanted: dict[str, Any]) -> None:
+    global _our_ray_runtime_env
+    import ray
+
+    gpus = local_gpus()
+    ray.init(
+        address="local",
+        num_cpus=local_cpus(),
+        num_gpus=gpus or None,
+        include_dashboard=False,
+        runtime_env=wanted or None,
+        logging_level=logging.WARNING,
+    )
+    if _our_ray_runtime_env is None:
+        import atexit
+
+        # Registered after Ray's own handler, so it runs first: the driver disconnects
+        # before Ray's processes go away (otherwise exit waits for a lost GCS).
+        atexit.register(_shutdown_our_ray)
+    _our_ray_runtime_env = wanted
+
+
+_owner_calls: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+_owner_thread: threading.Thread | None = None
+
+
+def _in_ray_owner_thread(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` in one thread that lives as long as the process.
+
+    Ray's raylet and GCS get the parent-death signal when the *thread* that started them
+    exits (Linux PR_SET_PDEATHSIG), so a local Ray started from a short-lived thread (a flow
+    run inside ``asyncio.to_thread``) would be killed as soon as that thread ends.
+    """
+    global _owner_thread
+    if _owner_thread is None or not _owner_thread.is_alive():
+
+        def serve() -> None:
+            while True:
+                call, done = _owner_calls.get()
+                try:
+                    done.set_result(call())
+                except BaseException as e:
+                    done.set_exception(e)
+
+        _owner_thread = threading.Thread(target=serve, name="radas-ray-owner", daemon=True)
+        _owner_thread.start()
+    done: Future[Any] = Future()
+    _owner_calls.put((fn, done))
+    return done.result()
 
 
 def _shutdown_our_ray() -> None:
