@@ -15,15 +15,27 @@ _LAZY: dict[str, str] = {
     "Tuner": "radas_flows.tuner",
     "radas": "radas_flows.flows",
     "get_ray_results_dir": "radas_flows.core",
+    "get_client": "radas_flows.management",
+    "get_data_dir": "radas_flows.data",
+    "get_cold_data_dir": "radas_flows.data",
+    "explode": "radas_flows._explode",
+    "explode_tensor": "radas_flows._explode",
+    "explode_dict_of_tensors": "radas_flows._explode",
 }
 
 __all__ = [*sorted(_LAZY), "__version__"]
 
 if TYPE_CHECKING:
+    from radas_flows._explode import explode as explode
+    from radas_flows._explode import explode_dict_of_tensors as explode_dict_of_tensors
+    from radas_flows._explode import explode_tensor as explode_tensor
     from radas_flows.core import get_ray_results_dir as get_ray_results_dir
+    from radas_flows.data import get_cold_data_dir as get_cold_data_dir
+    from radas_flows.data import get_data_dir as get_data_dir
     from radas_flows.experiment import run_experiment as run_experiment
     from radas_flows.experiment import run_experiment_sync as run_experiment_sync
     from radas_flows.flows import radas as radas
+    from radas_flows.management import get_client as get_client
     from radas_flows.tuner import Tuner as Tuner
 
 

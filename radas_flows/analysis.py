@@ -104,7 +104,7 @@ def analyze_results(tuner: Tuner, options: AnalysisOptions, out_dir: str | None)
             processed = options.process_sns_fn(sns)
             sns_module = processed if processed is not None else sns
             del sns_module  # the process function configures seaborn in place
-            mpl.rcParams.update(options.matplotlib_rcParams_update)
+            mpl.rcParams.update(dict(options.matplotlib_rcParams_update))  # type: ignore[arg-type]
             plot = options.plot_fn(data=df, **options.plot_kwargs)
             plot = options.process_g_fn(plot)
             fig = figure_of(plot)

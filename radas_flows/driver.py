@@ -72,7 +72,7 @@ def _with_secrets(trainable: Any, secrets: dict[str, Any]) -> Any:
 
     if inspect.isclass(trainable):
 
-        class _WithSecrets(trainable):  # type: ignore[misc,valid-type]
+        class _WithSecrets(trainable):
             def setup(self, config: dict[str, Any]) -> None:
                 super().setup(restore_secrets(config, secrets))
 
@@ -100,7 +100,7 @@ def _reuse_actors_default(trainable: Any) -> bool:
         from ray.tune import Trainable
 
         # A class trainable can only be reused when it implements reset_config.
-        return trainable.reset_config is not Trainable.reset_config
+        return getattr(trainable, "reset_config", None) is not Trainable.reset_config
     return True
 
 

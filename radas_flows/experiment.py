@@ -95,7 +95,7 @@ async def run_experiment(
     from radas_flows.flows import radas
     from radas_flows.spec import build_spec
 
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         user_name=user_name,
         trainable=trainable,
         experiment_name=experiment_name,
@@ -121,7 +121,11 @@ async def run_experiment(
     )
     # Validate everything before Prefect or Ray start: bad input fails here, in milliseconds.
     build_spec(**kwargs, cwd=os.getcwd())
-    return await asyncio.to_thread(radas, **kwargs)
+    def call_flow() -> dict[str, Any]:
+        return radas(**kwargs)
+
+    # The flow blocks while Tune runs; a worker thread keeps the caller's event loop free.
+    return await asyncio.to_thread(call_flow)
 
 
 def run_experiment_sync(*args: Any, **kwargs: Any) -> dict[str, Any]:

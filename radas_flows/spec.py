@@ -379,6 +379,7 @@ def build_spec(
             )
     space = _check_dict("param_space", param_space)
     tik = check_tuner_init_kwargs(tuner_init_kwargs)
+    cap: float | None
     if target.is_local:
         cap, cap_name = float(cpu_cap if cpu_cap is not None else local_cpus()), "the local CPUs"
     else:

@@ -110,8 +110,9 @@ class Tuner:
     def get_dataframe(self) -> Any:
         """Every reported result of every trial, one row per report, with ``config/*`` columns.
 
-        Trials that ended in error before reporting anything are left out; see
-        ``trial_outcomes()`` for them.
+        ``trial_status`` says how each trial ended (``TERMINATED`` or ``ERROR``); a trial that
+        ended in error before reporting anything still has one row, with its config and no
+        metrics, so every configuration appears.
         """
         import pandas as pd
 
@@ -119,11 +120,11 @@ class Tuner:
         for result in self._result_grid:
             history = result.metrics_dataframe
             if history is None or history.empty:
-                if not result.metrics:
-                    continue
-                history = pd.DataFrame([_flat_metrics(result.metrics)])
+                reported = {} if result.error else _flat_metrics(result.metrics or {})
+                history = pd.DataFrame([reported])
             history = history.copy()
             history["trial_id"] = trial_id_of(result)
+            history["trial_status"] = "ERROR" if result.error else "TERMINATED"
             for key, value in _flatten("config", result.config or {}).items():
                 if key not in history.columns:
                     history[key] = [value] * len(history)
@@ -132,7 +133,7 @@ class Tuner:
             return pd.DataFrame()
         df = pd.concat(frames, ignore_index=True, sort=False)
         config_cols = sorted(c for c in df.columns if c.startswith("config/"))
-        first = [c for c in ("trial_id", "training_iteration") if c in df.columns]
+        first = [c for c in ("trial_id", "trial_status", "training_iteration") if c in df.columns]
         rest = [c for c in df.columns if c not in config_cols and c not in first]
         return df[first + config_cols + rest]
 

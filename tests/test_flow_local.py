@@ -59,18 +59,27 @@ def test_end_to_end_returning_trainable(workdir: Path) -> None:
 
 
 def test_reporting_and_session_and_class_trainables(workdir: Path) -> None:
-    reported = run(trainable=t.reporting, experiment_name="reporting",
-                   param_space={"a": tune.grid_search([1, 2])})["df"]
+    reported = run(
+        trainable=t.reporting,
+        experiment_name="reporting",
+        param_space={"a": tune.grid_search([1, 2])},
+    )["df"]
     # Every reported row is there: 2 trials x 3 epochs.
     assert len(reported) == 6
     assert reported.groupby("config/a")["score"].max().to_dict() == {1: 3, 2: 6}
 
-    session_df = run(trainable=t.session_reporting, experiment_name="session",
-                     param_space={"a": tune.grid_search([5])})["df"]
+    session_df = run(
+        trainable=t.session_reporting,
+        experiment_name="session",
+        param_space={"a": tune.grid_search([5])},
+    )["df"]
     assert session_df["score"].tolist() == [5, 6, 7]
 
-    class_df = run(trainable=t.Counter, experiment_name="class",
-                   param_space={"a": tune.grid_search([1.0, 2.0])})["df"]
+    class_df = run(
+        trainable=t.Counter,
+        experiment_name="class",
+        param_space={"a": tune.grid_search([1.0, 2.0])},
+    )["df"]
     assert class_df.groupby("config/a")["score"].max().to_dict() == {1.0: 3.0, 2.0: 6.0}
 
 
@@ -78,13 +87,19 @@ def test_sync_wrapper_and_direct_flow_call(workdir: Path) -> None:
     from radas_flows.flows import radas
 
     results = run_experiment_sync(
-        user_name="tester", trainable=t.returning, experiment_name="sync",
-        param_space={"a": tune.grid_search([4])}, run_choice="run",
+        user_name="tester",
+        trainable=t.returning,
+        experiment_name="sync",
+        param_space={"a": tune.grid_search([4])},
+        run_choice="run",
     )
     assert results["df"]["score"].tolist() == [4]
     direct = radas(
-        user_name="tester", trainable="tests.trainables_for_tests:returning",
-        experiment_name="direct", param_space={"a": tune.grid_search([7])}, run_choice="run",
+        user_name="tester",
+        trainable="tests.trainables_for_tests:returning",
+        experiment_name="direct",
+        param_space={"a": tune.grid_search([7])},
+        run_choice="run",
     )
     assert direct["df"]["score"].tolist() == [7]
 
@@ -96,10 +111,16 @@ def test_dos_run_then_analyze_reads_stored_results(workdir: Path) -> None:
     # Analyze only: param_space and run_choice may be omitted.
     import seaborn as sns
 
-    again = asyncio.run(run_experiment(
-        user_name="tester", trainable=t.returning, experiment_name="dos", dos=["analyze"],
-        plot_fn=sns.barplot, plot_kwargs=dict(x="config/a", y="score"),
-    ))
+    again = asyncio.run(
+        run_experiment(
+            user_name="tester",
+            trainable=t.returning,
+            experiment_name="dos",
+            dos=["analyze"],
+            plot_fn=sns.barplot,
+            plot_kwargs=dict(x="config/a", y="score"),
+        )
+    )
     assert sorted(again["df"]["score"]) == [10, 20, 30]
     assert again["fig"] is not None
 
@@ -124,32 +145,47 @@ def test_run_choice_run_replaces_and_restore_keeps(workdir: Path) -> None:
     # run replaces the experiment: everything runs again, and only once.
     run(experiment_name="choice", param_space={**space, "a": tune.grid_search([3])})
     assert sorted(counts(count_file)) == ["1", "2", "3"]
-    assert run(experiment_name="choice", dos=["analyze"], run_choice=None)["df"]["config/a"].tolist() == [3]
+    assert run(experiment_name="choice", dos=["analyze"], run_choice=None)["df"][
+        "config/a"
+    ].tolist() == [3]
 
 
 def test_restore_reruns_only_errored_trials(workdir: Path) -> None:
     count_file, gate = workdir / "count.txt", workdir / "gate"
-    space = {"a": tune.grid_search([1, 2, 3]), "fail_a": 2, "gate": str(gate),
-             "count_file": str(count_file)}
+    space = {
+        "a": tune.grid_search([1, 2, 3]),
+        "fail_a": 2,
+        "gate": str(gate),
+        "count_file": str(count_file),
+    }
     first = run(trainable=t.fails_once, experiment_name="restore", param_space=space)
     assert first["tuner"].num_errors == 1
-    assert sorted(first["df"]["config/a"]) == [1, 3]
+    df = first["df"].set_index("config/a")
+    # Every config appears once; the errored one has its status and no metrics.
+    assert sorted(df.index) == [1, 2, 3]
+    assert df.loc[2, "trial_status"] == "ERROR" and pd.isna(df.loc[2, "score"])
+    assert (df.loc[[1, 3], "trial_status"] == "TERMINATED").all()
     gate.touch()
-    second = run(trainable=t.fails_once, experiment_name="restore", param_space=space,
-                 run_choice="restore")
+    second = run(
+        trainable=t.fails_once, experiment_name="restore", param_space=space, run_choice="restore"
+    )
     assert second["tuner"].num_errors == 0
     assert sorted(second["df"]["config/a"]) == [1, 2, 3]
+    assert second["df"]["score"].notna().all()
     assert sorted(counts(count_file)) == ["1", "2", "2", "3"]
 
 
 def test_restore_without_experiment_is_a_clear_error(workdir: Path) -> None:
-    with pytest.raises(ExperimentStateError, match=r"run_choice='restore' found nothing to restore"):
+    with pytest.raises(
+        ExperimentStateError, match=r"run_choice='restore' found nothing to restore"
+    ):
         run(experiment_name="nothing-here", run_choice="restore")
 
 
 def test_restore_after_the_driver_process_is_killed(workdir: Path) -> None:
     count_file = workdir / "count.txt"
-    (workdir / "interrupted.py").write_text(textwrap.dedent(f"""
+    (workdir / "interrupted.py").write_text(
+        textwrap.dedent(f"""
         import asyncio
         from ray import tune
         from radas_flows import run_experiment
@@ -159,11 +195,17 @@ def test_restore_after_the_driver_process_is_killed(workdir: Path) -> None:
             param_space={{"a": tune.grid_search(list(range(8))), "sleep": 1.5,
                           "count_file": {str(count_file)!r}}},
             run_choice="run", dos=["run"]))
-    """))
+    """)
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen([sys.executable, "interrupted.py"], cwd=workdir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "interrupted.py"],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 240
         while len(counts(count_file)) < 3 and time.time() < deadline and proc.poll() is None:
@@ -172,9 +214,16 @@ def test_restore_after_the_driver_process_is_killed(workdir: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver, its Ray and its Prefect server
         proc.wait()
-    restored = run(trainable=t.slow, experiment_name="killed", param_space={
-        "a": tune.grid_search(list(range(8))), "sleep": 1.5, "count_file": str(count_file)},
-        run_choice="restore")
+    restored = run(
+        trainable=t.slow,
+        experiment_name="killed",
+        param_space={
+            "a": tune.grid_search(list(range(8))),
+            "sleep": 1.5,
+            "count_file": str(count_file),
+        },
+        run_choice="restore",
+    )
     assert restored["tuner"].num_errors == 0
     assert sorted(restored["df"]["config/a"]) == list(range(8))
 
@@ -203,12 +252,18 @@ def test_analysis_options(workdir: Path) -> None:
         return g
 
     results = run(
-        trainable=t.reporting, experiment_name="analysis",
+        trainable=t.reporting,
+        experiment_name="analysis",
         param_space={"a": tune.grid_search([1, 2])},
-        tuner_to_df_fn=to_df, process_df_fn=process_df, process_df_fn_kwargs={"factor": 3},
-        rename_mapping={"config/a": "a"}, process_sns_fn=process_sns,
-        plot_fn=sns.lineplot, plot_kwargs=dict(x="training_iteration", y="scaled", hue="a"),
-        matplotlib_rcParams_update={"figure.figsize": (3.0, 2.0)}, process_g_fn=process_g,
+        tuner_to_df_fn=to_df,
+        process_df_fn=process_df,
+        process_df_fn_kwargs={"factor": 3},
+        rename_mapping={"config/a": "a"},
+        process_sns_fn=process_sns,
+        plot_fn=sns.lineplot,
+        plot_kwargs=dict(x="training_iteration", y="scaled", hue="a"),
+        matplotlib_rcParams_update={"figure.figsize": (3.0, 2.0)},
+        process_g_fn=process_g,
         plot_format="svg",
     )
     df, fig = results["df"], results["fig"]
@@ -227,10 +282,11 @@ def test_figure_level_plot_function(workdir: Path) -> None:
     import seaborn as sns
 
     results = run(
-        trainable=t.reporting, experiment_name="relplot",
+        trainable=t.reporting,
+        experiment_name="relplot",
         param_space={"a": tune.grid_search([1, 2])},
-        plot_fn=sns.relplot, plot_kwargs=dict(x="training_iteration", y="score", col="config/a",
-                                              kind="line"),
+        plot_fn=sns.relplot,
+        plot_kwargs=dict(x="training_iteration", y="score", col="config/a", kind="line"),
         plot_format="png",
     )
     assert isinstance(results["fig"], matplotlib.figure.Figure)
@@ -245,8 +301,11 @@ def test_failing_plot_keeps_the_table_and_names_the_fix(workdir: Path) -> None:
     from radas_flows.errors import RadasError
 
     with pytest.raises(RadasError, match=r"Plotting failed .* re-run with dos=\['analyze'\]"):
-        run(experiment_name="badplot", plot_fn=sns.lineplot,
-            plot_kwargs=dict(x="no_such_column", y="score"))
+        run(
+            experiment_name="badplot",
+            plot_fn=sns.lineplot,
+            plot_kwargs=dict(x="no_such_column", y="score"),
+        )
     again = run(experiment_name="badplot", dos=["analyze"], run_choice=None)
     assert sorted(again["df"]["score"]) == [10, 20, 30]
 
@@ -256,12 +315,16 @@ def test_search_algorithm_and_scheduler_through_tuner_init_kwargs(workdir: Path)
     from ray.tune.search.optuna import OptunaSearch
 
     results = run(
-        trainable=t.reporting, experiment_name="optuna",
+        trainable=t.reporting,
+        experiment_name="optuna",
         param_space={"a": tune.uniform(0.0, 1.0), "epochs": 4},
         tuner_init_kwargs=dict(
             tune_config=tune.TuneConfig(
-                search_alg=OptunaSearch(), scheduler=ASHAScheduler(grace_period=1, max_t=4),
-                num_samples=4, metric="score", mode="max",
+                search_alg=OptunaSearch(),
+                scheduler=ASHAScheduler(grace_period=1, max_t=4),
+                num_samples=4,
+                metric="score",
+                mode="max",
             ),
             run_config=tune.RunConfig(stop={"training_iteration": 3}),
         ),
@@ -274,7 +337,8 @@ def test_search_algorithm_and_scheduler_through_tuner_init_kwargs(workdir: Path)
 
 def test_runtime_env_vars_reach_local_trials(workdir: Path) -> None:
     results = run(
-        trainable=t.env_reader, experiment_name="runtime-env",
+        trainable=t.env_reader,
+        experiment_name="runtime-env",
         param_space={"a": tune.grid_search([1])},
         runtime_env={"env_vars": {"RADAS_TEST_MARKER": "hello"}},
     )

@@ -48,7 +48,10 @@ def assert_nothing_started(root: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "match"),
     [
-        ({"run_with": "cluster"}, r"run_with='cluster' is not valid: use 'local' or 'cluster:<name>'"),
+        (
+            {"run_with": "cluster"},
+            r"run_with='cluster' is not valid: use 'local' or 'cluster:<name>'",
+        ),
         ({"run_with": "cluster:"}, r"run_with='cluster:' is not valid"),
         ({"run_with": "gpu-5090"}, r"run_with='gpu-5090' is not valid"),
         ({"experiment_name": ""}, r"experiment_name='' is empty"),
@@ -61,7 +64,10 @@ def assert_nothing_started(root: Path) -> None:
         ({"run_choice": "stop_attach"}, r"run_choice='stop_attach' only applies to cluster runs"),
         ({"trainable": 42}, r"trainable=42 is not a trainable"),
         ({"trainable": "no_colon"}, r"trainable='no_colon' is not a 'module:attribute' reference"),
-        ({"plot_format": "docx"}, r"plot_format='docx' cannot be written by matplotlib: use one of"),
+        (
+            {"plot_format": "docx"},
+            r"plot_format='docx' cannot be written by matplotlib: use one of",
+        ),
         ({"cpu_per_trial": 0}, r"cpu_per_trial=0 must be greater than 0"),
         ({"cpu_per_trial": -1}, r"cpu_per_trial=-1 must be greater than 0"),
         ({"cpu_per_trial": 3}, r"cpu_per_trial=3 is more than the local CPUs \(2\)"),
@@ -104,15 +110,17 @@ def test_experiment_name_uses_the_real_cwd(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.chdir(tmp_path)
     spec = build_spec(user_name="u", trainable=returning, experiment_name="lr sweep")
     assert spec.full_name.startswith("_") and spec.full_name.endswith("_lr_sweep")
-    assert spec.full_name == "".join(
-        c if c.isalnum() else "_" for c in f"{os.getcwd()}/lr sweep"
-    )
+    assert spec.full_name == "".join(c if c.isalnum() else "_" for c in f"{os.getcwd()}/lr sweep")
 
 
 def test_run_with_and_dos_parsing() -> None:
     assert parse_run_with("local").is_local
     target = parse_run_with("cluster:atol-gpu-5090")
-    assert (target.kind, target.cluster, str(target)) == ("cluster", "atol-gpu-5090", "cluster:atol-gpu-5090")
+    assert (target.kind, target.cluster, str(target)) == (
+        "cluster",
+        "atol-gpu-5090",
+        "cluster:atol-gpu-5090",
+    )
     assert check_dos(["analyze", "run"]) == ("run", "analyze")
     with pytest.raises(RadasValueError, match="repeats"):
         check_dos(["run", "run"])
@@ -134,7 +142,10 @@ def test_trainable_reference_is_resolved_from_the_cwd(
 
 def test_cluster_only_choices_are_accepted_for_clusters() -> None:
     spec = build_spec(
-        user_name="u", trainable=returning, experiment_name="x", run_with="cluster:c1",
+        user_name="u",
+        trainable=returning,
+        experiment_name="x",
+        run_with="cluster:c1",
         run_choice="stop_attach",
     )
     assert spec.run_choice == "stop_attach"

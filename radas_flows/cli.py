@@ -1,0 +1,125 @@
+"""The ``radas`` command line: cluster availability and experiment management."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+
+def _default_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no user name in the environment or password database
+        return "user"
+
+
+def _cmd_clusters(args: argparse.Namespace) -> int:
+    from radas_flows.clusters import get_cluster_availability
+
+    print(get_cluster_availability(timeout=args.timeout))
+    return 0
+
+
+def _cmd_experiments(args: argparse.Namespace) -> int:
+    from radas_flows.management import get_client
+
+    get_client(args.user, f"cluster:{args.cluster}", timeout=args.timeout).display_experiments()
+    return 0
+
+
+def _cmd_stop(args: argparse.Namespace) -> int:
+    from radas_flows.management import get_client
+
+    client = get_client(args.user, f"cluster:{args.cluster}", timeout=args.timeout)
+    client.stop_job_by_id(args.job_id, wait=args.wait)
+    return 0
+
+
+def _add_cluster_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--cluster", required=True, metavar="NAME", help="a cluster name from `radas clusters`"
+    )
+    parser.add_argument(
+        "--user",
+        default=_default_user(),
+        metavar="USER",
+        help="the user whose jobs to manage (default: the login name)",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the cluster (default 5)"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the ``radas`` argument parser (one subparser per command).
+
+    Each subcommand sets ``func``, called with the parsed arguments; it returns the exit code.
+
+    Example:
+        >>> args = build_parser().parse_args(["clusters"])
+        >>> args.command
+        'clusters'
+    """
+    parser = argparse.ArgumentParser(
+        prog="radas", description="Run and manage radas experiments on Ray clusters."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    clusters = commands.add_parser(
+        "clusters", help="list the registered clusters with their status and hints"
+    )
+    clusters.add_argument(
+        "--timeout", type=float, default=2.0, help="seconds to wait for each cluster (default 2)"
+    )
+    clusters.set_defaults(func=_cmd_clusters)
+
+    experiments = commands.add_parser(
+        "experiments", help="list your experiments on a cluster, with stop commands"
+    )
+    _add_cluster_args(experiments)
+    experiments.set_defaults(func=_cmd_experiments)
+
+    stop = commands.add_parser("stop", help="stop one of your jobs on a cluster")
+    stop.add_argument("job_id", metavar="JOB_ID", help="the job id from `radas experiments`")
+    _add_cluster_args(stop)
+    stop.add_argument("--wait", action="store_true", help="wait until the job has stopped")
+    stop.set_defaults(func=_cmd_stop)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``radas`` command line.
+
+    Args:
+        argv: The arguments (without the program name); ``sys.argv[1:]`` by default.
+
+    Returns:
+        The exit code: 0 on success, 1 when the command failed, 2 on a usage error.
+
+    Example:
+        >>> main(["clusters"])  # doctest: +SKIP
+        All available clusters are listed below, with status and suggestions of when to use which cluster:
+        - [status: online] atol-gpu-5090: 32G GRAM per GPU, choose as the default choice
+        0
+    """  # noqa: E501
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except (
+        ValueError,
+        LookupError,
+        PermissionError,
+        RuntimeError,
+        ConnectionError,
+        TimeoutError,
+    ) as e:
+        print(f"radas {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    return code
