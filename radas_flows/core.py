@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from radas_flows.errors import RadasValueError
 
 RESULTS_ROOT_ENV = "RADAS_RESULTS_ROOT"
 LOCAL_CPUS_ENV = "RADAS_LOCAL_NUM_CPUS"
-_USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
 def results_root() -> str:
@@ -22,18 +20,18 @@ def results_root() -> str:
 
 
 def check_user_name(user_name: object) -> str:
-    """Return ``user_name`` when it is safe as one path component, else raise.
+    """Return ``user_name`` when it is safe as one path component, else raise RadasValueError.
 
     Example:
         >>> check_user_name("yuhang")
         'yuhang'
     """
-    if not isinstance(user_name, str) or not _USER_RE.fullmatch(user_name) or ".." in user_name:
-        raise RadasValueError(
-            f"user_name={user_name!r} is not a valid user name: use letters, digits, '.', '_' "
-            "or '-', starting with a letter or digit (for example user_name='yuhang')."
-        )
-    return user_name
+    from radas_flows.data import validate_user_name
+
+    try:
+        return validate_user_name(user_name)
+    except (TypeError, ValueError) as e:
+        raise RadasValueError(str(e)) from e
 
 
 def current_user_name() -> str:

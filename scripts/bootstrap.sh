@@ -11,7 +11,7 @@ if ! command -v uv >/dev/null 2>&1; then
 fi
 extras=()
 for e in "$@"; do extras+=(--extra "$e"); done
-uv sync --frozen --compile-bytecode --quiet "${extras[@]}"
+uv sync --frozen --inexact --compile-bytecode --quiet "${extras[@]}"
 export PREFECT_SERVER_ANALYTICS_ENABLED="${PREFECT_SERVER_ANALYTICS_ENABLED:-false}"
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="${PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS:-120}"
 export RAY_USAGE_STATS_ENABLED="${RAY_USAGE_STATS_ENABLED:-0}"

@@ -4,6 +4,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/scripts/bootstrap.sh" test dev examples
 cd "$root"
-.venv/bin/ruff check radas_flows tests examples bench deployments
-.venv/bin/ruff format --check radas_flows tests examples bench deployments
+paths=()
+for p in radas_flows tests examples bench deployments scripts; do [ -e "$p" ] && paths+=("$p"); done
+.venv/bin/ruff check "${paths[@]}"
+.venv/bin/ruff format --check "${paths[@]}"
 .venv/bin/mypy

@@ -72,7 +72,7 @@ def assert_nothing_started(root: Path) -> None:
         ({"cpu_per_trial": -1}, r"cpu_per_trial=-1 must be greater than 0"),
         ({"cpu_per_trial": 3}, r"cpu_per_trial=3 is more than the local CPUs \(2\)"),
         ({"cpu_per_trial": "2"}, r"cpu_per_trial='2' is not a number"),
-        ({"user_name": "../etc"}, r"user_name='../etc' is not a valid user name"),
+        ({"user_name": "../etc"}, r"Invalid user_name '../etc': use 1-64 characters"),
         ({"runtime_env": {"working_dir": "."}}, r"runtime_env\['working_dir'\] must not be set"),
         ({"runtime_env": {"pip": ["x"]}}, r"runtime_env key\(s\) \['pip'\] need a cluster"),
         ({"runtime_env": {"envvars": {}}}, r"runtime_env has unknown key\(s\) \['envvars'\]"),

@@ -56,9 +56,13 @@ async def main() -> None:
         .min()
         .groupby("learning rate")
         .mean()
+        .reindex(sorted(df["learning rate"].unique()))
     )
     print("\nFinal test accuracy by learning rate:\n" + summary.to_string())
-    print("\nMean epochs to reach 90% accuracy (lower is faster):\n" + first_90.to_string())
+    print(
+        "\nMean epochs to reach 90% test accuracy (lower is faster; NaN: never reached):\n"
+        + first_90.to_string()
+    )
     path = results["tuner"].experiment_path
     print(f"\nFigure: {os.path.join(path, 'radas_figure.png')}")
     print(f"CSV:    {os.path.join(path, 'radas_results.csv')}")

@@ -22,7 +22,7 @@ def trainable(config: dict[str, Any]) -> None:
     model = MLPClassifier(
         hidden_layer_sizes=tuple(config.get("hidden", (16, 16))),
         learning_rate_init=config["lr"],
-        batch_size=32,
+        batch_size="auto",  # partial_fit gets one mini-batch at a time
         random_state=seed,
     )
     classes = np.unique(y)
