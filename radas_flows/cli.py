@@ -7,6 +7,8 @@ import getpass
 import sys
 from collections.abc import Sequence
 
+from radas_flows.errors import RadasError
+
 __all__ = ["build_parser", "main"]
 
 
@@ -113,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (
+        RadasError,
         ValueError,
         LookupError,
         PermissionError,
