@@ -97,6 +97,7 @@ def analyze_results(tuner: Tuner, options: AnalysisOptions, out_dir: str | None)
 
     _use_headless_backend()
     import matplotlib as mpl
+    import matplotlib.pyplot as plt
     import seaborn as sns
 
     try:
@@ -105,9 +106,13 @@ def analyze_results(tuner: Tuner, options: AnalysisOptions, out_dir: str | None)
             sns_module = processed if processed is not None else sns
             del sns_module  # the process function configures seaborn in place
             mpl.rcParams.update(dict(options.matplotlib_rcParams_update))  # type: ignore[arg-type]
+            # A fresh current figure, so axes-level functions never draw into an old one.
+            fresh = plt.figure()
             plot = options.plot_fn(data=df, **options.plot_kwargs)
             plot = options.process_g_fn(plot)
             fig = figure_of(plot)
+            if fig is not fresh:
+                plt.close(fresh)  # a figure-level function made its own figure
             figure_path = preview = None
             if out_dir is not None:
                 if options.plot_format:
@@ -115,6 +120,8 @@ def analyze_results(tuner: Tuner, options: AnalysisOptions, out_dir: str | None)
                     fig.savefig(figure_path, format=options.plot_format, bbox_inches="tight")
                 preview = str(Path(out_dir) / f"{FIGURE_STEM}_preview.png")
                 fig.savefig(preview, format="png", dpi=80, bbox_inches="tight")
+            # Detach from pyplot (no figure piles up over many runs); the Figure stays usable.
+            plt.close(fig)
     except Exception as e:
         where = f" The results table is saved in {csv_path}." if csv_path else ""
         raise RadasError(
