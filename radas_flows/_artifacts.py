@@ -69,3 +69,40 @@ class ProgressArtifact:
             self.last = percent
         except Exception as e:  # progress display must never break a run
             log.warning("could not update the progress artifact %s: %s", self.key, e)
+
+
+def figure_markdown(fig: Any, title: str, figure_path: str | None = None, *, dpi: int = 80) -> str:
+    """Markdown that shows a matplotlib figure inline (a PNG as a ``data:`` URI).
+
+    Prefect's image artifact only stores a URL, and the results folder is not served over
+    HTTP, so the figure travels inside the markdown itself; the UI's Artifacts tab renders it.
+
+    Example:
+        >>> import matplotlib
+        >>> matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> figure_markdown(plt.figure(), "demo").splitlines()[2][:32]
+        '![demo](data:image/png;base64,iV'
+    """
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    lines = [f"# {title}", "", f"![{title}](data:image/png;base64,{data})"]
+    if figure_path:
+        lines += ["", f"Saved as `{figure_path}`"]
+    return "\n".join(lines) + "\n"
+
+
+def create_figure(key: str, fig: Any, title: str, figure_path: str | None = None) -> None:
+    """Record a figure as a markdown artifact (a no-op outside a Prefect run)."""
+    if not in_flow_run():
+        return
+    try:
+        markdown = figure_markdown(fig, title, figure_path)
+    except Exception as e:  # a figure that cannot be drawn must not fail the run
+        log.warning("could not render the figure artifact %s: %s", key, e)
+        return
+    create_markdown(key, markdown, f"Figure of {title!r}")

@@ -169,7 +169,8 @@ def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
     total = expected_trial_count(spec.param_space, tune_config.num_samples)
     from radas_flows._tune_callbacks import ProgressCallback
 
-    callbacks = [ProgressCallback(spec.run_id, total, print_lines=print_progress)]
+    progress = ProgressCallback(spec.run_id, total, print_lines=print_progress)
+    callbacks = [progress]
     if spec.mode == "restore":
         tuner = tune.Tuner.restore(
             spec.experiment_path,
@@ -191,7 +192,81 @@ def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
             tune_config=tune_config,
             run_config=build_run_config(spec, callbacks),
         )
-    return tuner.fit()
+    try:
+        return tuner.fit()
+    except Exception:
+        # Tune saves its experiment state only now and then, so after fit() itself failed (for
+        # example when Ray's memory monitor killed a trial) the stored state may miss trials
+        # that completed: record them for the out-of-memory re-runs.
+        _record_completed(spec, progress.completed)
+        raise
+
+
+def _record_completed(spec: DriverSpec, trial_ids: set[str]) -> None:
+    from radas_flows.oom_rounds import write_completed_ids
+
+    try:
+        write_completed_ids(spec.experiment_path, trial_ids, spec.storage_filesystem)
+    except Exception as e:  # the original error matters more; say why this is missing
+        print(f"[radas] could not record the completed trials: {type(e).__name__}: {e}")
+
+
+def config_list_searcher(configs: list[dict[str, Any]]) -> Any:
+    """A Tune searcher that suggests exactly ``configs``, in order, then finishes.
+
+    Used to re-run chosen trials of a sweep with their exact configs, including configs a
+    search algorithm or random sampling drew: pass it as ``TuneConfig(search_alg=...)`` with
+    ``num_samples=len(configs)`` and an empty ``param_space``.
+
+    Example:
+        ```python
+        from ray import tune
+        from radas_flows.driver import config_list_searcher
+
+        tune_config = tune.TuneConfig(
+            search_alg=config_list_searcher([{"lr": 0.0123}, {"lr": 0.5}]), num_samples=2
+        )
+        ```
+    """
+    import copy
+
+    from ray import cloudpickle
+    from ray.tune.search import Searcher
+
+    class ConfigListSearcher(Searcher):
+        """Suggests the given configs one by one."""
+
+        def __init__(self, configs: list[dict[str, Any]]) -> None:
+            super().__init__()
+            self.configs = [copy.deepcopy(config) for config in configs]
+            self.next_index = 0
+
+        def set_search_properties(
+            self, metric: str | None, mode: str | None, config: dict[str, Any], **spec: Any
+        ) -> bool:
+            return True  # the configs are complete; nothing to sample
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | None:
+            if self.next_index >= len(self.configs):
+                return Searcher.FINISHED  # type: ignore[return-value]  # Tune's own sentinel
+            config = copy.deepcopy(self.configs[self.next_index])
+            self.next_index += 1
+            return config
+
+        def on_trial_complete(
+            self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+        ) -> None:
+            pass
+
+        def save(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "wb") as f:
+                cloudpickle.dump((self.configs, self.next_index), f)
+
+        def restore(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "rb") as f:
+                self.configs, self.next_index = cloudpickle.load(f)
+
+    return ConfigListSearcher(configs)
 
 
 def encode_spec(spec: DriverSpec) -> str:

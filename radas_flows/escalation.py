@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from radas_flows.errors import RadasValueError
+from radas_flows.errors import RadasValueError, TrialsFailedError
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -381,6 +381,14 @@ def cap_failure_text(
         f"{head} {reason} {fix}, or reduce the memory each trial needs "
         "(for example a smaller batch size or model)."
     )
+
+
+class OutOfMemoryCapError(TrialsFailedError):
+    """Trials still ran out of memory at the largest cpu_per_trial allowed (or the last round).
+
+    Raised by the ``radas`` flow after everything that completed was kept and analyzed; its
+    message is :func:`cap_failure_text`.
+    """
 
 
 def _latest_failure(text: str) -> str | None:

@@ -61,6 +61,8 @@ async def run_experiment(
         run_with: ``"local"`` or ``"cluster:<name>"``.
         runtime_env: Ray runtime environment (``working_dir`` is set for you).
         param_space: Tune's parameter space (``tune.grid_search``, ``tune.choice``...).
+            Values under secret keys (``api_key``, ``password``, ``token``, ``secret``...)
+            reach the trainable but are shown and stored as ``"***"`` everywhere else.
         tuner_init_kwargs: ``tune_config`` (``tune.TuneConfig``) and ``run_config``
             (``tune.RunConfig``) for ``ray.tune.Tuner``.
         tuner_to_df_fn: Tuner → DataFrame.
@@ -121,11 +123,20 @@ async def run_experiment(
     )
     # Validate everything before Prefect or Ray start: bad input fails here, in milliseconds.
     build_spec(**kwargs, cwd=os.getcwd())
+    # Prefect stores the flow's parameters: secrets go to the flow as references to values
+    # held in this process, never as values (see radas_flows.secret_refs).
+    from radas_flows.secret_refs import release_secrets, stash_secrets
+
+    kwargs["param_space"], stashed = stash_secrets(param_space or {})
+
     def call_flow() -> dict[str, Any]:
         return radas(**kwargs)
 
     # The flow blocks while Tune runs; a worker thread keeps the caller's event loop free.
-    return await asyncio.to_thread(call_flow)
+    try:
+        return await asyncio.to_thread(call_flow)
+    finally:
+        release_secrets(stashed)
 
 
 def run_experiment_sync(*args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -2,73 +2,218 @@
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Annotated, Any, Literal
 
-from prefect import flow
+from prefect import flow, tags
+from pydantic import Field
 
+from radas_flows.parameters import (
+    RUN_WITH_PATTERN,
+    FunctionParameter,
+    ParamSpace,
+    PlotSettings,
+    PythonObjectsParameter,
+    TrainableParameter,
+    TunerSettings,
+    spec_arguments,
+)
 from radas_flows.pipeline import run_spec
-from radas_flows.spec import build_spec
+from radas_flows.spec import ExperimentSpec, build_spec
+
+
+def run_tags(spec: ExperimentSpec) -> list[str]:
+    """The tags of an experiment's flow run and task runs: user, cluster and experiment.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> spec = SimpleNamespace(user_name="u", experiment_name="lr",
+        ...                        target=SimpleNamespace(cluster=None))
+        >>> run_tags(spec)
+        ['radas', 'user:u', 'cluster:local', 'experiment:lr']
+    """
+    cluster = spec.target.cluster or "local"
+    return [
+        "radas",
+        f"user:{spec.user_name}",
+        f"cluster:{cluster}",
+        f"experiment:{spec.experiment_name}",
+    ]
+
+
+def _label_flow_run(spec: ExperimentSpec) -> Any:
+    """Add the experiment's tags to this flow run (deployments and direct calls alike)."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        return None
+    wanted = run_tags(spec)
+    current = list(ctx.flow_run.tags or [])
+    missing = [tag for tag in wanted if tag not in current]
+    if missing:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(ctx.flow_run.id, tags=[*current, *missing])
+    return ctx.flow_run.id
+
+
+def _record_figure(spec: ExperimentSpec, result: dict[str, Any]) -> None:
+    """The figure as an artifact of the run, shown in the UI's Artifacts tab."""
+    from radas_flows._artifacts import artifact_key, create_figure
+    from radas_flows.analysis import FIGURE_STEM
+    from radas_flows.pipeline import output_dir
+
+    fig = result.get("fig")
+    if fig is None:
+        return
+    fmt = spec.analysis.plot_format
+    results_path = getattr(result.get("tuner"), "experiment_path", None)
+    path = None
+    if fmt and results_path:
+        candidate = os.path.join(output_dir(spec, results_path), f"{FIGURE_STEM}.{fmt}")
+        path = candidate if os.path.exists(candidate) else None
+    create_figure(
+        artifact_key("figure", spec.user_name, spec.experiment_name),
+        fig,
+        spec.experiment_name,
+        path,
+    )
 
 
 @flow(name="radas", flow_run_name="{experiment_name}", persist_result=False, log_prints=True)
 def radas(
     user_name: str,
-    trainable: Any,
-    experiment_name: str,
-    run_with: str = "local",
+    trainable: TrainableParameter,
+    experiment_name: Annotated[str, Field(min_length=1)],
+    run_with: Annotated[str, Field(pattern=RUN_WITH_PATTERN)] = "local",
+    param_space: ParamSpace | None = {},  # noqa: B006 - never mutated
+    tuner: TunerSettings | None = TunerSettings(),
+    plot: PlotSettings | None = None,
+    run_choice: Literal["run", "restore", "attach", "stop_attach"] | None = None,
+    dos: list[Literal["run", "analyze"]] | None = None,
+    cpu_per_trial: Annotated[float, Field(gt=0)] = 1,
+    email_notification_to_address: str | None = None,
     runtime_env: dict[str, Any] | None = None,
-    param_space: dict[str, Any] | None = None,
-    tuner_init_kwargs: dict[str, Any] | None = None,
-    tuner_to_df_fn: Any = None,
-    process_df_fn: Any = None,
+    yes: bool = False,
+    tuner_init_kwargs: PythonObjectsParameter = None,
+    tuner_to_df_fn: FunctionParameter = None,
+    process_df_fn: FunctionParameter = None,
     process_df_fn_kwargs: dict[str, Any] | None = None,
-    process_sns_fn: Any = None,
-    plot_fn: Any = None,
+    process_sns_fn: FunctionParameter = None,
+    plot_fn: FunctionParameter = None,
     plot_kwargs: dict[str, Any] | None = None,
     rename_mapping: dict[str, Any] | None = None,
     matplotlib_rcParams_update: dict[str, Any] | None = None,
-    process_g_fn: Any = None,
+    process_g_fn: FunctionParameter = None,
     plot_format: str | None = None,
-    dos: list[str] | None = None,
-    yes: bool = False,
-    run_choice: str | None = None,
-    email_notification_to_address: str | None = None,
-    cpu_per_trial: float = 1,
 ) -> dict[str, Any]:
-    """Run one radas experiment as a Prefect flow; the arguments are ``run_experiment``'s.
+    """Run one radas experiment: check the target, run Tune, analyze, notify.
+
+    Every parameter travels as JSON (deployments, the UI's run form, ``--param``); Python
+    callers may pass the objects ``run_experiment`` takes instead (functions, Tune search
+    spaces, ``TuneConfig``). Everything is validated before anything is submitted. Only one
+    run of an experiment (user + experiment name) runs at a time.
+
+    Args:
+        user_name: Who runs it; results are stored per user (letters, digits, . _ -).
+        trainable: The trainable as `module:attribute`, imported from the run's working
+            directory, e.g. `examples.two_moons.trainable:trainable`.
+        experiment_name: A short name; runs, restores and analyses are bound to it. The flow
+            run is named after it.
+        run_with: `local` (this machine) or `cluster:<name>` (a cluster of the registry).
+        param_space: Search space as JSON: {"grid_search": [..]}, {"choice": [..]},
+            {"uniform": [lo, hi]}, {"quniform": [lo, hi, q]}, {"loguniform": [lo, hi]},
+            {"randint": [lo, hi]} (also qloguniform, qrandint, lograndint, qlograndint,
+            randn, qrandn); other objects nest, other values are fixed.
+        tuner: Tune settings: num_samples, metric and mode, max_concurrent_trials, a search
+            algorithm (basic, optuna, hyperopt, bayesopt) and a scheduler (asha, hyperband,
+            median_stopping, pbt) by name with kwargs, stop criteria, time budget.
+        plot: The results figure: a seaborn function by name, its kwargs (columns of the
+            results table, e.g. "config/lr"), and the file format (png, svg, pdf...).
+        run_choice: 'run' (start fresh, replacing a stored run), 'restore' (continue it),
+            'attach' or 'stop_attach' (cluster runs only). Empty: 'run' for a new experiment;
+            an existing one needs a choice.
+        dos: ["run", "analyze"] (default), ["run"] or ["analyze"] (analyze stored results).
+        cpu_per_trial: CPUs per trial (a cluster's GPU share follows from it).
+        email_notification_to_address: Where to email the outcome (comma-separated).
+        runtime_env: Ray runtime environment for cluster runs (pip, env_vars, ...);
+            working_dir is always the run's working directory.
+        yes: Answer the "experiment exists" question with its default, restore.
+        tuner_init_kwargs: Python callers only: tune_config and run_config objects. From
+            JSON use `tuner`.
+        tuner_to_df_fn: Results → DataFrame: a function, or `module:attribute`.
+        process_df_fn: DataFrame → DataFrame: a function, or `module:attribute`.
+        process_df_fn_kwargs: Keyword arguments of process_df_fn.
+        process_sns_fn: Called with the seaborn module before plotting (theme, palette).
+        plot_fn: Python callers: a seaborn function. From JSON use `plot`.
+        plot_kwargs: Keyword arguments of plot_fn (with plot_fn; from JSON use `plot`).
+        rename_mapping: Columns to rename after process_df_fn, {"old": "new"}.
+        matplotlib_rcParams_update: rcParams in effect while plotting, e.g.
+            {"figure.figsize": [7, 4.5]}.
+        process_g_fn: Called with what the plot function returned (axes or grid).
+        plot_format: With plot_fn: also save the figure in this format. From JSON use `plot`.
 
     Returns:
         ``{"df": DataFrame | None, "tuner": radas_flows.Tuner | None, "fig": Figure | None}``.
 
     Example:
         >>> from radas_flows.flows import radas
-        >>> def trainable(config):
-        ...     return {"score": config["a"] * 2}
-        >>> radas(user_name="me", trainable=trainable, experiment_name="doc",  # doctest: +SKIP
-        ...       param_space={"a": {"grid_search": [1, 2]}}, run_choice="run")
+        >>> radas(  # doctest: +SKIP
+        ...     user_name="me",
+        ...     trainable="examples.two_moons.trainable:trainable",
+        ...     experiment_name="doc",
+        ...     param_space={"lr": {"loguniform": [1e-4, 1e-1]}, "seed": 0, "epochs": 5},
+        ...     tuner={"num_samples": 3, "metric": "accuracy", "mode": "max"},
+        ...     plot={"fn": "lineplot", "kwargs": {"x": "epoch", "y": "accuracy"}},
+        ...     run_choice="run",
+        ... )
     """
-    spec = build_spec(
-        user_name=user_name,
-        trainable=trainable,
-        experiment_name=experiment_name,
-        run_with=run_with,
-        runtime_env=runtime_env,
-        param_space=param_space,
-        tuner_init_kwargs=tuner_init_kwargs,
-        tuner_to_df_fn=tuner_to_df_fn,
-        process_df_fn=process_df_fn,
-        process_df_fn_kwargs=process_df_fn_kwargs,
-        process_sns_fn=process_sns_fn,
-        plot_fn=plot_fn,
-        plot_kwargs=plot_kwargs,
-        rename_mapping=rename_mapping,
-        matplotlib_rcParams_update=matplotlib_rcParams_update,
-        process_g_fn=process_g_fn,
-        plot_format=plot_format,
-        dos=dos if dos is not None else ["run", "analyze"],
-        yes=yes,
-        run_choice=run_choice,
-        email_notification_to_address=email_notification_to_address,
-        cpu_per_trial=cpu_per_trial,
+    cwd = os.getcwd()
+    arguments = spec_arguments(
+        {
+            "user_name": user_name,
+            "trainable": trainable,
+            "experiment_name": experiment_name,
+            "run_with": run_with,
+            "param_space": param_space,
+            "tuner": tuner,
+            "plot": plot,
+            "run_choice": run_choice,
+            "dos": dos if dos is not None else ["run", "analyze"],
+            "cpu_per_trial": cpu_per_trial,
+            "email_notification_to_address": email_notification_to_address,
+            "runtime_env": runtime_env,
+            "yes": yes,
+            "tuner_init_kwargs": tuner_init_kwargs,
+            "tuner_to_df_fn": tuner_to_df_fn,
+            "process_df_fn": process_df_fn,
+            "process_df_fn_kwargs": process_df_fn_kwargs,
+            "process_sns_fn": process_sns_fn,
+            "plot_fn": plot_fn,
+            "plot_kwargs": plot_kwargs,
+            "rename_mapping": rename_mapping,
+            "matplotlib_rcParams_update": matplotlib_rcParams_update,
+            "process_g_fn": process_g_fn,
+            "plot_format": plot_format,
+        },
+        cwd=cwd,
     )
-    return run_spec(spec)
+    spec = build_spec(**arguments, cwd=cwd)
+    from radas_flows.concurrency import experiment_lock, lock_wait_seconds
+
+    flow_run_id = _label_flow_run(spec)
+    with (
+        experiment_lock(
+            user_name=spec.user_name,
+            full_name=spec.full_name,
+            experiment_name=spec.experiment_name,
+            tags=[f"user:{spec.user_name}", f"experiment:{spec.experiment_name}"],
+            flow_run_id=flow_run_id,
+            wait_s=lock_wait_seconds(),
+        ),
+        tags(*run_tags(spec)),
+    ):
+        result = run_spec(spec)
+        _record_figure(spec, result)
+    return result

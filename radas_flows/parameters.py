@@ -9,27 +9,44 @@ import math
 import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from radas_flows.errors import RadasValueError
 
 if TYPE_CHECKING:
     from ray.tune.schedulers import TrialScheduler
     from ray.tune.search import SearchAlgorithm, Searcher
 
 __all__ = [
+    "ANALYSIS_FUNCTION_FIELDS",
     "FIGURE_LEVEL_PLOT_FUNCTIONS",
     "PARAM_SPACE_GRAMMAR",
     "PARAM_SPACE_WORDS",
+    "RUN_WITH_PATTERN",
     "SCHEDULER_NAMES",
     "SEABORN_PLOT_FUNCTIONS",
     "SEARCH_ALG_NAMES",
+    "FunctionParameter",
     "ParamSpace",
     "ParameterError",
     "PlotSettings",
+    "PythonObjectsParameter",
     "SchedulerName",
     "SeabornPlotName",
     "SearchAlgName",
+    "TrainableParameter",
     "TrainableReference",
     "TunerSettings",
     "build_scheduler",
@@ -37,16 +54,19 @@ __all__ = [
     "build_tuner_init_kwargs",
     "check_search_space",
     "describe_param_space",
+    "import_reference",
     "parse_param_space",
+    "resolve_callable_reference",
     "resolve_plot_fn",
     "resolve_trainable_reference",
+    "spec_arguments",
     "supported_plot_formats",
     "validate_param_space",
     "validate_trainable_reference",
 ]
 
 
-class ParameterError(ValueError):
+class ParameterError(RadasValueError):
     """An experiment parameter is malformed; the message names the field and the fix."""
 
 
@@ -660,11 +680,13 @@ class TunerSettings(BaseModel):
         description="Most trials running at once; empty lets the cluster's free CPUs decide.",
         examples=[4],
     )
-    reuse_actors: bool = Field(
-        default=True,
+    reuse_actors: bool | None = Field(
+        default=None,
         description=(
-            "Run consecutive trials in the same worker process: much faster for many short "
-            "trials. Turn off when a trainable leaves process-wide state behind."
+            "true: always run consecutive trials in the same worker process. Empty or false: "
+            "the radas default, which reuses them where it is safe (function trainables, and "
+            "class trainables that implement reset_config); RADAS_REUSE_ACTORS=0 in the "
+            "worker's environment turns reuse off."
         ),
         examples=[True],
     )
@@ -802,7 +824,7 @@ def build_tuner_init_kwargs(
         num_samples=settings.num_samples,
         max_concurrent_trials=settings.max_concurrent_trials,
         time_budget_s=settings.time_budget_s,
-        reuse_actors=settings.reuse_actors,
+        reuse_actors=bool(settings.reuse_actors),
     )
     run_config = tune.RunConfig(stop=dict(settings.stop) if settings.stop else None)
     return {"tune_config": tune_config, "run_config": run_config}
@@ -944,24 +966,27 @@ class PlotSettings(BaseModel):
 # ---------------------------------------------------------------------------------------------
 
 
-def _split_reference(ref: str) -> tuple[str, str]:
-    example = "e.g. 'train:trainable' for the function trainable in train.py"
+_REFERENCE_EXAMPLE = "e.g. 'train:trainable' for the function trainable in train.py"
+
+
+def _split_reference(ref: object, field: str = "trainable") -> tuple[str, str]:
     if not isinstance(ref, str) or ref.count(":") != 1:
         raise ParameterError(
-            f"trainable: {ref!r} must look like 'module:attribute' (one colon), {example}."
+            f"{field}={ref!r} is not a 'module:attribute' reference: it must have exactly one "
+            f"colon, {_REFERENCE_EXAMPLE}."
         )
     module, attribute = (part.strip() for part in ref.split(":"))
     if module.endswith(".py") or "/" in module or "\\" in module:
         stem = module.removesuffix(".py").replace("/", ".").replace("\\", ".").strip(".")
         raise ParameterError(
-            f"trainable: {ref!r} names a file; name the module instead, "
+            f"{field}={ref!r} names a file, not a module: name the module instead, "
             f"e.g. '{stem}:{attribute or 'trainable'}'."
         )
     for part, what in ((module, "module"), (attribute, "attribute")):
         if not part or not all(piece.isidentifier() for piece in part.split(".")):
             raise ParameterError(
-                f"trainable: {ref!r} has an invalid {what} {part!r}: use dotted Python "
-                f"names, {example}."
+                f"{field}={ref!r} has an invalid {what} {part!r}: use dotted Python names, "
+                f"{_REFERENCE_EXAMPLE}."
             )
     return module, attribute
 
@@ -1000,10 +1025,22 @@ TrainableReference = Annotated[
 ]
 
 
-def resolve_trainable_reference(
-    ref: str, *, cwd: str | os.PathLike[str] | None = None, pickle_by_value: bool = True
-) -> Callable[..., Any]:
-    """Import the trainable that a ``"module:attribute"`` reference names.
+def _locations(module: Any) -> list[str]:
+    """Where a module's code lies: its file, or the folders of a namespace package."""
+    file = getattr(module, "__file__", None)
+    if file:
+        return [os.path.abspath(file)]
+    return [os.path.abspath(p) for p in getattr(module, "__path__", [])]
+
+
+def import_reference(
+    ref: str,
+    *,
+    field: str = "trainable",
+    cwd: str | os.PathLike[str] | None = None,
+    pickle_by_value: bool = True,
+) -> Any:
+    """Import the object that a ``"module:attribute"`` reference names.
 
     ``cwd`` (the run's working directory, by default the current one) goes first on
     ``sys.path`` and stays there, so the module's own imports of sibling modules keep
@@ -1014,7 +1051,77 @@ def resolve_trainable_reference(
 
     Args:
         ref: ``"module:attribute"``; both parts may be dotted (``"pkg.mod:Class.method"``).
+        field: The parameter name used in error messages.
         cwd: Directory to import from.
+        pickle_by_value: Register the module with ``ray.cloudpickle.register_pickle_by_value``.
+
+    Returns:
+        The object the reference names.
+
+    Raises:
+        ParameterError: Malformed reference, module not found in ``cwd``, import error inside
+            the module, or a missing attribute.
+
+    Example:
+        >>> import_reference("json:dumps", field="process_df_fn").__name__
+        'dumps'
+    """
+    module_name, attribute = _split_reference(ref, field)
+    directory = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    importlib.invalidate_caches()
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        missing = e.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise ParameterError(
+                f"{field}={ref!r}: module {module_name!r} cannot be imported: it is not in "
+                f"{directory} (the run's working directory, searched first) nor on the Python "
+                f"path. Run from the directory that holds {module_name.replace('.', '/')}.py, "
+                "or install it in the environment."
+            ) from e
+        raise ParameterError(
+            f"{field}={ref!r}: importing module {module_name!r} failed because {missing!r} "
+            f"is not installed ({e}); add it to the environment or to runtime_env pip."
+        ) from e
+    except Exception as e:
+        raise ParameterError(
+            f"{field}={ref!r}: importing module {module_name!r} raised {type(e).__name__}: {e}"
+        ) from e
+
+    target: Any = module
+    walked = module_name
+    for piece in attribute.split("."):
+        if not hasattr(target, piece):
+            names = sorted(n for n in dir(target) if not n.startswith("_"))
+            raise ParameterError(
+                f"{field}={ref!r}: {walked!r} has no attribute {piece!r}; it defines {names}."
+            )
+        target = getattr(target, piece)
+        walked = f"{walked}.{piece}"
+
+    top = sys.modules[module_name.split(".")[0]]
+    if pickle_by_value and any(path.startswith(directory + os.sep) for path in _locations(top)):
+        import ray.cloudpickle
+
+        ray.cloudpickle.register_pickle_by_value(top)
+    return target
+
+
+def resolve_trainable_reference(
+    ref: str, *, cwd: str | os.PathLike[str] | None = None, pickle_by_value: bool = True
+) -> Callable[..., Any]:
+    """Import the trainable that a ``"module:attribute"`` reference names.
+
+    The one implementation behind ``trainable="module:attribute"`` everywhere (flow
+    parameters, ``run_experiment``, the cluster driver); see ``import_reference`` for where
+    it looks and how the code reaches Ray workers.
+
+    Args:
+        ref: ``"module:attribute"``; both parts may be dotted (``"pkg.mod:Class.method"``).
+        cwd: Directory to import from (the run's working directory).
         pickle_by_value: Register the module with ``ray.cloudpickle.register_pickle_by_value``.
 
     Returns:
@@ -1027,59 +1134,248 @@ def resolve_trainable_reference(
     Example:
         >>> fn = resolve_trainable_reference("train:trainable", cwd="examples")  # doctest: +SKIP
     """
-    module_name, attribute = _split_reference(ref)
-    directory = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
-    if directory not in sys.path:
-        sys.path.insert(0, directory)
-    importlib.invalidate_caches()
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        missing = e.name or ""
-        if module_name == missing or module_name.startswith(missing + "."):
-            raise ParameterError(
-                f"trainable {ref!r}: module {module_name!r} not found in {directory} "
-                "(the run's working directory, searched first) nor on the Python path; run "
-                "from the directory that holds it, or install it in the environment."
-            ) from e
-        raise ParameterError(
-            f"trainable {ref!r}: importing module {module_name!r} failed because {missing!r} "
-            f"is not installed ({e}); add it to the environment or to runtime_env pip."
-        ) from e
-    except Exception as e:
-        raise ParameterError(
-            f"trainable {ref!r}: importing module {module_name!r} raised {type(e).__name__}: {e}"
-        ) from e
-
-    target: Any = module
-    walked = module_name
-    for piece in attribute.split("."):
-        if not hasattr(target, piece):
-            names = sorted(n for n in dir(target) if not n.startswith("_"))
-            raise ParameterError(
-                f"trainable {ref!r}: {walked!r} has no attribute {piece!r}; it defines {names}."
-            )
-        target = getattr(target, piece)
-        walked = f"{walked}.{piece}"
-
+    target = import_reference(ref, field="trainable", cwd=cwd, pickle_by_value=pickle_by_value)
     if inspect.isclass(target):
         from ray.tune import Trainable
 
         if not issubclass(target, Trainable):
             raise ParameterError(
-                f"trainable {ref!r}: class {target.__qualname__} is not a ray.tune.Trainable "
+                f"trainable={ref!r}: class {target.__qualname__} is not a ray.tune.Trainable "
                 "subclass; name a function taking config, or subclass ray.tune.Trainable."
             )
     elif not callable(target):
+        module_name, attribute = _split_reference(ref)
         raise ParameterError(
-            f"trainable {ref!r}: {walked!r} is a {type(target).__name__}, not a function or "
-            "a ray.tune.Trainable subclass."
+            f"trainable={ref!r}: {module_name + '.' + attribute!r} is a "
+            f"{type(target).__name__}, not a function or a ray.tune.Trainable subclass."
         )
-    top = sys.modules[module_name.split(".")[0]]
-    top_file = getattr(top, "__file__", None) or ""
-    if pickle_by_value and os.path.abspath(top_file).startswith(directory + os.sep):
-        import ray.cloudpickle
-
-        ray.cloudpickle.register_pickle_by_value(top)
     fn: Callable[..., Any] = target
     return fn
+
+
+def resolve_callable_reference(
+    ref: str, *, field: str, cwd: str | os.PathLike[str] | None = None
+) -> Callable[..., Any]:
+    """Import a function named ``"module:attribute"`` (an analysis hook given as JSON).
+
+    Args:
+        ref: ``"module:attribute"``, e.g. ``"analysis:process_df"``.
+        field: The parameter name used in error messages (``process_df_fn``...).
+        cwd: Directory to import from (the run's working directory).
+
+    Returns:
+        The function.
+
+    Raises:
+        ParameterError: The reference cannot be imported or does not name a callable.
+
+    Example:
+        >>> resolve_callable_reference("json:dumps", field="process_df_fn").__name__
+        'dumps'
+    """
+    target = import_reference(ref, field=field, cwd=cwd)
+    if not callable(target):
+        raise ParameterError(
+            f"{field}={ref!r} names a {type(target).__name__}, not a function: name a "
+            "function, e.g. 'analysis:process_df'."
+        )
+    fn: Callable[..., Any] = target
+    return fn
+
+
+# ---------------------------------------------------------------------------------------------
+# Flow parameters: JSON for deployments and the UI, Python objects for Python callers
+# ---------------------------------------------------------------------------------------------
+
+#: What ``run_with`` accepts, as the UI and the server check it.
+RUN_WITH_PATTERN = r"^(local|cluster:[A-Za-z0-9][A-Za-z0-9._-]*)$"
+
+#: The analysis hooks that take a function, or a ``"module:attribute"`` reference from JSON.
+ANALYSIS_FUNCTION_FIELDS: tuple[str, ...] = (
+    "tuner_to_df_fn",
+    "process_df_fn",
+    "process_sns_fn",
+    "process_g_fn",
+)
+
+
+def _check_trainable_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return validate_trainable_reference(value)
+    if value is None or not callable(value):
+        raise ParameterError(
+            f"trainable={value!r} is not a trainable: give 'module:attribute' (e.g. "
+            "'train:trainable'), or from Python a function taking config or a "
+            "ray.tune.Trainable subclass."
+        )
+    return value
+
+
+def _check_function(field: str, value: Any) -> Any:
+    if value is None or callable(value):
+        return value
+    if isinstance(value, str):
+        if field == "plot_fn" and ":" not in value:
+            if value not in SEABORN_PLOT_FUNCTIONS:
+                close = difflib.get_close_matches(value, SEABORN_PLOT_FUNCTIONS, n=1)
+                hint = f' Did you mean "{close[0]}"?' if close else ""
+                raise ParameterError(
+                    f"plot_fn={value!r} is neither a seaborn plotting function this package "
+                    f"supports ({', '.join(SEABORN_PLOT_FUNCTIONS)}) nor a 'module:attribute' "
+                    f"reference.{hint}"
+                )
+            return value
+        _split_reference(value, field)
+        return value
+    raise ParameterError(
+        f"{field}={value!r} is not a function: give 'module:attribute' (imported from the "
+        "run's working directory) or, from Python, the function itself."
+    )
+
+
+def _check_function_parameter(value: Any, info: ValidationInfo) -> Any:
+    return _check_function(info.field_name or "function", value)
+
+
+#: ``trainable`` of the ``radas`` flow: ``"module:attribute"`` from JSON, the object from Python.
+TrainableParameter = Annotated[
+    Any,
+    BeforeValidator(_check_trainable_value),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": (
+                "The trainable as 'module:attribute', imported from the run's working "
+                "directory: a function taking config, or a ray.tune.Trainable subclass."
+            ),
+            "examples": ["examples.two_moons.trainable:trainable"],
+        }
+    ),
+]
+
+#: An analysis hook or ``plot_fn``: a function from Python, ``"module:attribute"`` from JSON
+#: (``plot_fn`` also takes a seaborn function's name).
+FunctionParameter = Annotated[
+    Any,
+    BeforeValidator(_check_function_parameter),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string"}, {"type": "null"}],
+            "description": (
+                "A function from Python, or 'module:attribute' imported from the run's "
+                "working directory."
+            ),
+        }
+    ),
+]
+
+#: ``tuner_init_kwargs``: Tune's config objects, which only Python callers can build.
+PythonObjectsParameter = Annotated[
+    dict[str, Any] | None,
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "object"}, {"type": "null"}],
+            "description": "Python callers only; from JSON use `tuner`.",
+        }
+    ),
+]
+
+
+def _resolve_function(field: str, value: Any, cwd: str | None) -> Any:
+    if not isinstance(value, str):
+        return value
+    if field == "plot_fn" and ":" not in value:
+        return resolve_plot_fn(value)
+    return resolve_callable_reference(value, field=field, cwd=cwd)
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _as_model(model: type[_Model], value: Any, field: str) -> _Model:
+    if isinstance(value, model):
+        return value
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(value)
+    except ValidationError as e:
+        problems = [
+            f"{'.'.join([field, *(str(part) for part in error['loc'])])}: {error['msg']}"
+            for error in e.errors()
+        ]
+        raise ParameterError("; ".join(problems)) from e
+
+
+def spec_arguments(parameters: Mapping[str, Any], *, cwd: str | None = None) -> dict[str, Any]:
+    """Turn the ``radas`` flow's parameters into ``build_spec`` arguments.
+
+    JSON values become Python objects: ``param_space`` grammar forms become Tune search
+    spaces (Tune objects pass through unchanged), ``tuner`` becomes ``tuner_init_kwargs``,
+    ``plot`` becomes ``plot_fn``/``plot_kwargs``/``plot_format``, and ``"module:attribute"``
+    strings for the analysis hooks are imported from ``cwd``. Python objects pass through.
+
+    Args:
+        parameters: The flow's parameters by name (``tuner`` and ``plot`` included).
+        cwd: The run's working directory, where references are imported from.
+
+    Returns:
+        The same parameters without ``tuner`` and ``plot``, ready for ``build_spec``.
+
+    Raises:
+        ParameterError: A value is malformed, or two parameters that set the same thing are
+            both given (``tuner`` with ``tuner_init_kwargs``, ``plot`` with ``plot_fn``...).
+
+    Example:
+        >>> args = spec_arguments(
+        ...     {"param_space": {"x": {"uniform": [0, 1]}}, "tuner": {"num_samples": 3}}
+        ... )
+        >>> type(args["param_space"]["x"]).__name__
+        'Float'
+        >>> args["tuner_init_kwargs"]["tune_config"].num_samples
+        3
+    """
+    args = {key: value for key, value in parameters.items() if key not in ("tuner", "plot")}
+    raw_space = parameters.get("param_space")
+    if raw_space is not None:
+        if not isinstance(raw_space, Mapping):
+            raise _fail("param_space", f"must be a JSON object, got {raw_space!r}")
+        args["param_space"] = parse_param_space(dict(raw_space))
+
+    tuner = parameters.get("tuner")
+    tuner_init_kwargs = parameters.get("tuner_init_kwargs")
+    if tuner_init_kwargs and any(isinstance(v, Mapping) for v in dict(tuner_init_kwargs).values()):
+        raise ParameterError(
+            "tuner_init_kwargs takes ray.tune.TuneConfig and ray.tune.RunConfig objects, which "
+            "only Python callers can build; from JSON, the UI or the CLI give `tuner` instead, "
+            'e.g. {"num_samples": 8, "metric": "score", "mode": "max", "search_alg": "optuna"}.'
+        )
+    if tuner is not None and _as_model(TunerSettings, tuner, "tuner") != TunerSettings():
+        if tuner_init_kwargs:
+            raise ParameterError(
+                "tuner and tuner_init_kwargs are both given: they set the same Tune settings; "
+                "give `tuner` (JSON) or `tuner_init_kwargs` (Python objects), not both."
+            )
+        settings = _as_model(TunerSettings, tuner, "tuner")
+        args["tuner_init_kwargs"] = build_tuner_init_kwargs(
+            settings, param_space=dict(raw_space) if raw_space else None
+        )
+
+    plot = parameters.get("plot")
+    if plot is not None:
+        given = [k for k in ("plot_fn", "plot_kwargs", "plot_format") if parameters.get(k)]
+        if given:
+            raise ParameterError(
+                f"plot and {', '.join(given)} are both given: they set the same figure; give "
+                "`plot` (JSON) or plot_fn/plot_kwargs/plot_format (Python), not both."
+            )
+        settings_plot = _as_model(PlotSettings, plot, "plot")
+        args["plot_fn"] = resolve_plot_fn(settings_plot.fn)
+        args["plot_kwargs"] = dict(settings_plot.kwargs)
+        args["plot_format"] = settings_plot.format
+
+    for field in (*ANALYSIS_FUNCTION_FIELDS, "plot_fn"):
+        if field in args:
+            _check_function(field, args[field])
+            args[field] = _resolve_function(field, args[field], cwd)
+    return args

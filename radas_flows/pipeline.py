@@ -11,12 +11,14 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from radas_flows._artifacts import artifact_key, create_markdown, create_table
+from radas_flows._rerun import EscalationResult, follow_and_escalate
 from radas_flows.analysis import AnalysisResult, analyze_results
 from radas_flows.availability import cluster_check
 from radas_flows.core import experiment_path
-from radas_flows.monitoring import MonitorResult, experiment_monitor
-from radas_flows.notification import RunReport, email_notify
+from radas_flows.notification import RunReport, notify_run, run_outcome
+from radas_flows.oom_rounds import OomManifest, max_oom_rounds, read_manifest, remove_rounds
 from radas_flows.run_choice import decide_mode, experiment_exists
+from radas_flows.secrets import redact, redact_registered, scrub_exception
 from radas_flows.spec import ExperimentSpec
 from radas_flows.submission import experiment_submit
 from radas_flows.tuner import Tuner
@@ -62,10 +64,12 @@ def best_of(tuner: Tuner, spec: ExperimentSpec) -> dict[str, Any] | None:
         best = tuner.get_results().get_best_result(metric=metric, mode=mode)
     except Exception:  # no trial reported the metric
         return None
-    return {"metric": metric, "value": best.metrics.get(metric), "config": best.config}
+    config = redact(dict(best.config or {}))
+    return {"metric": metric, "value": best.metrics.get(metric), "config": config}
 
 
 def summary_markdown(report: RunReport) -> str:
+    """The run's summary artifact: the report's facts, and whether the email went out."""
     lines = [f"# {report.experiment_name}", "", f"**Outcome:** {report.state}  "]
     lines.append(f"**Run target:** {report.target}  ")
     if report.duration_s is not None:
@@ -75,17 +79,23 @@ def summary_markdown(report: RunReport) -> str:
         lines += [f"| {s} | {n} |" for s, n in sorted(report.counts.items())]
     if report.best:
         lines += ["", f"**Best {report.best['metric']}:** {report.best['value']}  "]
-        lines.append(f"**Best config:** `{report.best['config']}`")
+        lines.append(f"**Best config:** `{redact(report.best['config'])}`")
     if report.recommendation:
         lines += ["", f"**Resources:** {report.recommendation}"]
     if report.error:
         lines += ["", f"**Error:** {report.error}"]
-    lines += ["", f"**Results:** `{report.results_path}`"]
+    lines += ["", f"**Results:** `{report.results_path}`  "]
     if report.csv_path:
         lines.append(f"**Table:** `{report.csv_path}`  ")
-    if report.figure_path:
-        lines.append(f"**Figure:** `{report.figure_path}`")
-    return "\n".join(lines) + "\n"
+    if report.figure_path or report.preview_path:
+        lines.append(f"**Figure:** `{report.figure_path or report.preview_path}`  ")
+    if report.email_to:
+        if report.email_error:
+            lines += ["", f"**Email to {report.email_to}: not sent** ({report.email_error})."]
+            lines.append("Only the email failed; the results above are stored.")
+        else:
+            lines += ["", f"**Email:** sent to {report.email_to}"]
+    return redact_registered("\n".join(lines) + "\n")
 
 
 def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
@@ -93,7 +103,6 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
     logger = get_run_logger()
     started = time.time()
     report = RunReport(spec.experiment_name, spec.user_name, str(spec.target), "failed")
-    monitor: MonitorResult | None = None
     analysis: AnalysisResult | None = None
     try:
         check = cluster_check(spec)
@@ -114,35 +123,45 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
                 yes=spec.yes,
             )
         tuner: Tuner | None = None
+        escalation: EscalationResult | None = None
+        max_rounds = max_oom_rounds()  # a bad RADAS_MAX_OOM_ROUNDS fails before anything runs
         if mode is not None:
             logger.info("%s %r (%s)", mode, spec.experiment_name, path)
+            old_rounds = _stored_oom_rounds(path) if mode == "run" else None
             handle = experiment_submit(
                 spec, mode, spec.cpu_per_trial, check.gpu_per_cpu, check.results_root
             )
+            _remove_oom_rounds(old_rounds, path)
         if handle is not None:
-            monitor = experiment_monitor(spec, handle)
-            tuner = monitor.tuner
-            report.counts = monitor.counts
+            escalation = follow_and_escalate(
+                spec, check, handle, fresh=mode == "run", max_rounds=max_rounds
+            )
+            tuner = escalation.tuner
+            report.counts = escalation.counts
+            report.recommendation = escalation.summary
         if "analyze" in spec.dos:
             analysis = results_analyze(spec, tuner, path)
             tuner = analysis.tuner
             report.csv_path, report.figure_path = analysis.csv_path, analysis.figure_path
+            report.preview_path = analysis.preview_png
         if tuner is not None:
             report.best = best_of(tuner, spec)
             if not report.counts:
                 report.counts = dict(Counter(o["status"] for o in tuner.trial_outcomes()))
-        report.state = "partial" if report.counts.get("ERROR") else "completed"
+        report.state = run_outcome(report.counts, stopped=spec.run_choice == "stop_attach")
+        if escalation is not None and escalation.failure is not None:
+            report.state = "partial"  # completed trials were kept and analyzed
+            raise escalation.failure
     except BaseException as e:
-        report.error = f"{type(e).__name__}: {e}"
+        # The flow raises this same exception, its text cleaned of registered secrets.
+        clean = scrub_exception(e)
+        report.error = redact_registered(f"{type(e).__name__}: {e}")
+        report.state = run_outcome(report.counts, e)
+        if clean is not e:
+            raise clean from None
         raise
     finally:
         report.duration_s = time.time() - started
-        report.flow_run_url = _flow_run_url()
-        create_markdown(
-            artifact_key("summary", spec.user_name, spec.experiment_name),
-            summary_markdown(report),
-            f"Summary of {spec.experiment_name!r}",
-        )
         _notify(spec, report)
     return {
         "df": analysis.df if analysis else None,
@@ -151,10 +170,51 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
     }
 
 
-def _notify(spec: ExperimentSpec, report: RunReport) -> None:
-    if not spec.email_notification_to_address:
+def _stored_oom_rounds(path: str) -> OomManifest | None:
+    """The out-of-memory re-run rounds of an experiment about to be replaced (best effort)."""
+    try:
+        return read_manifest(path)
+    except Exception:  # unreachable or damaged: nothing to clean up
+        return None
+
+
+def _remove_oom_rounds(manifest: OomManifest | None, path: str) -> None:
+    """Delete the re-run rounds of the replaced experiment, so they never merge into the new one."""
+    if manifest is None:
         return
-    email_notify(spec, report)
+    try:
+        removed = remove_rounds(path, manifest)
+    except Exception as e:
+        get_run_logger().warning("Could not delete old out-of-memory re-runs of %s: %s", path, e)
+        return
+    if removed:
+        get_run_logger().info("Deleted %d old out-of-memory re-run rounds", len(removed))
+
+
+def _notify(spec: ExperimentSpec, report: RunReport) -> None:
+    """Email the report and record the summary; never raises, so nothing masks the outcome.
+
+    An email that cannot be sent leaves the flow's outcome as it is (a successful run stays
+    Completed): the ``email_notify`` task run is Failed, and the summary artifact and a
+    warning say so and where the results are.
+    """
+    logger = get_run_logger()
+    report.flow_run_url = _flow_run_url()
+    try:
+        notify_run(spec, report)
+    except Exception as e:
+        logger.warning("Could not notify: %s", redact_registered(f"{type(e).__name__}: {e}"))
+    try:
+        create_markdown(
+            artifact_key("summary", spec.user_name, spec.experiment_name),
+            summary_markdown(report),
+            f"Summary of {spec.experiment_name!r}",
+        )
+    except Exception as e:
+        logger.warning(
+            "Could not record the summary artifact: %s",
+            redact_registered(f"{type(e).__name__}: {e}"),
+        )
 
 
 def _flow_run_url() -> str | None:

@@ -5,25 +5,34 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
 import logging
 import re
 import threading
-from collections.abc import Iterable, Mapping
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 __all__ = [
+    "PROTECTED_LOGGERS",
     "REDACTED",
     "SECRET_KEY_PATTERN",
     "SecretFilter",
     "install_secret_filter",
     "is_secret_key",
+    "protect_logs",
     "redact",
     "redact_registered",
     "redact_text",
     "register_secret",
     "registered_secrets",
     "restore_secrets",
+    "scrub_exception",
+    "secret_strings",
     "split_secrets",
+    "with_secrets",
 ]
 
 #: Keys whose values are secrets (case-insensitive search anywhere in the key).
@@ -363,3 +372,202 @@ def install_secret_filter(logger: logging.Logger | None = None) -> SecretFilter:
         if not any(isinstance(f, SecretFilter) for f in handler.filters):
             handler.addFilter(secret_filter)
     return secret_filter
+
+
+#: Loggers whose handlers :func:`protect_logs` guards: the root logger (console, pytest, most
+#: applications), Prefect's run loggers (their handler sends records to the Prefect API), Ray's
+#: and this package's.
+PROTECTED_LOGGERS: tuple[str, ...] = (
+    "",
+    "prefect",
+    "prefect.flow_runs",
+    "prefect.task_runs",
+    "prefect.extra",
+    "ray",
+    "ray.tune",
+    "ray.train",
+    "radas_flows",
+)
+
+
+def protect_logs(loggers: Iterable[str] = PROTECTED_LOGGERS) -> None:
+    """Install the :class:`SecretFilter` on the handlers of Prefect's, Ray's and the root logger.
+
+    Registered secrets (:func:`register_secret`) are then scrubbed from every record these
+    handlers emit, the Prefect API's log handler included. Call it after logging is configured
+    (inside a flow run it is); calling it again covers handlers added since.
+
+    Args:
+        loggers: Logger names; :data:`PROTECTED_LOGGERS` by default.
+
+    Example:
+        >>> register_secret("pr0tected-value")
+        >>> protect_logs()
+        >>> all(
+        ...     any(isinstance(f, SecretFilter) for f in h.filters)
+        ...     for h in logging.getLogger().handlers
+        ... )
+        True
+    """
+    for name in loggers:
+        install_secret_filter(logging.getLogger(name))
+
+
+def secret_strings(secrets: Mapping[str, Any]) -> list[str]:
+    """Every non-empty string inside the values of a secrets dict (nested values included).
+
+    Example:
+        >>> secret_strings({"wandb/api_key": "k-1", "db/credentials": {"user": "u", "pw": "p-2"}})
+        ['k-1', 'u', 'p-2']
+    """
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str):
+            if value:
+                found.append(value)
+        elif isinstance(value, Mapping):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple | set | frozenset):
+            for item in value:
+                walk(item)
+        else:
+            getter = getattr(value, "get_secret_value", None)
+            if callable(getter):
+                walk(getter())
+
+    for value in secrets.values():
+        walk(value)
+    return found
+
+
+def _holds(text: str, values: Iterable[str]) -> bool:
+    return any(value in text for value in values)
+
+
+def scrub_exception(
+    exc: BaseException, secrets_values: Iterable[object] | None = None
+) -> BaseException:
+    """Remove secret values from an exception's text, its notes and its chained causes.
+
+    The exception is cleaned in place (its ``args``, string attributes and notes), so the same
+    object, with its type and traceback, can be raised on. When its text still holds a secret
+    after that (an exception computing its message some other way), a :class:`RuntimeError`
+    with the redacted text and traceback is returned instead; raise that one ``from None``.
+
+    Args:
+        exc: The exception.
+        secrets_values: The raw values; the registered secrets by default.
+
+    Returns:
+        ``exc`` itself, or the replacement.
+
+    Example:
+        >>> error = ValueError("login failed for key k-0xBEEF")
+        >>> scrub_exception(error, ["k-0xBEEF"]) is error, str(error)
+        (True, 'login failed for key ***')
+    """
+    values = [
+        v
+        for v in (registered_secrets() if secrets_values is None else secrets_values)
+        if isinstance(v, str) and v
+    ]
+    if not values:
+        return exc
+    seen: set[int] = set()
+
+    def clean(error: BaseException | None) -> None:
+        if error is None or id(error) in seen:
+            return
+        seen.add(id(error))
+        with contextlib.suppress(Exception):
+            error.args = tuple(
+                redact_text(a, values) if isinstance(a, str) else a for a in error.args
+            )
+        for name, value in list(getattr(error, "__dict__", {}).items()):
+            if isinstance(value, str) and _holds(value, values):
+                with contextlib.suppress(Exception):
+                    setattr(error, name, redact_text(value, values))
+            elif name == "__notes__" and isinstance(value, list):
+                value[:] = [redact_text(n, values) if isinstance(n, str) else n for n in value]
+        for name in ("filename", "filename2", "strerror"):  # OSError's slots
+            value = getattr(error, name, None)
+            if isinstance(value, str) and _holds(value, values):
+                with contextlib.suppress(Exception):
+                    setattr(error, name, redact_text(value, values))
+        clean(error.__cause__)
+        clean(error.__context__)
+
+    clean(exc)
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception:
+        text = f"{type(exc).__name__}: <the error text cannot be shown>"
+    if not _holds(text, values):
+        return exc
+    return RuntimeError(redact_text(text, values).rstrip())
+
+
+@contextlib.contextmanager
+def _scrubbed(values: list[str]) -> Iterator[None]:
+    try:
+        yield
+    except BaseException as e:
+        replacement = scrub_exception(e, values)
+        if replacement is e:
+            raise
+        raise replacement from None
+
+
+def with_secrets(trainable: Any, secrets: Mapping[str, Any]) -> Any:
+    """Wrap a trainable so it gets the real secrets while everything else sees redacted ones.
+
+    Tune stores, logs and shows the redacted config; the wrapper puts the secrets back
+    (:func:`restore_secrets`) just before the trainable runs, and scrubs them from any
+    exception the trainable raises (which Tune would otherwise write to the trial's
+    ``error.txt`` and report everywhere).
+
+    Args:
+        trainable: A function of ``config`` or a ``ray.tune.Trainable`` subclass.
+        secrets: The flat ``{"path/to/key": value}`` dict from :func:`split_secrets`.
+
+    Returns:
+        The wrapped trainable (the trainable itself when there are no secrets).
+
+    Example:
+        >>> space, found = split_secrets({"a": 1, "api_key": "k-7"})
+        >>> wrapped = with_secrets(lambda config: config["api_key"], found)
+        >>> space["api_key"], wrapped(space)
+        ('***', 'k-7')
+    """
+    if not secrets:
+        return trainable
+    values = secret_strings(secrets)
+    if inspect.isclass(trainable):
+
+        class _WithSecrets(trainable):
+            def setup(self, config: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+                with _scrubbed(values):
+                    super().setup(restore_secrets(config, secrets), *args, **kwargs)
+
+            def step(self) -> Any:
+                with _scrubbed(values):
+                    return super().step()
+
+            def reset_config(self, new_config: dict[str, Any]) -> bool:
+                with _scrubbed(values):
+                    return bool(super().reset_config(restore_secrets(new_config, secrets)))
+
+        _WithSecrets.__name__ = trainable.__name__
+        _WithSecrets.__qualname__ = trainable.__qualname__
+        return _WithSecrets
+
+    function: Callable[..., Any] = trainable
+
+    @functools.wraps(function)
+    def trainable_with_secrets(config: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        with _scrubbed(values):
+            return function(restore_secrets(config, secrets), *args, **kwargs)
+
+    return trainable_with_secrets

@@ -351,6 +351,12 @@ def build_spec(
 ) -> ExperimentSpec:
     """Validate every argument of ``run_experiment`` and return the immutable spec.
 
+    Secrets in ``param_space`` (values under keys such as ``api_key``, ``password``,
+    ``token``; see :mod:`radas_flows.secrets`) are split off: ``spec.param_space`` holds
+    ``"***"`` in their place, ``spec.secrets`` the values, which the driver gives back to the
+    trainable only. References (``{"env": "VAR"}``, ``{"secret_block": "name"}``) are resolved
+    here; the values are registered so that logs scrub them.
+
     Raises:
         RadasValueError: naming the first bad value and how to fix it.
     """
@@ -377,7 +383,9 @@ def build_spec(
                 "Python environment. Install the packages here, or run with "
                 "run_with='cluster:<name>'."
             )
-    space = _check_dict("param_space", param_space)
+    from radas_flows.secret_refs import separate_secrets
+
+    space, secrets = separate_secrets(_check_dict("param_space", param_space))
     tik = check_tuner_init_kwargs(tuner_init_kwargs)
     cap: float | None
     if target.is_local:
@@ -422,4 +430,5 @@ def build_spec(
         email_notification_to_address=check_email(email_notification_to_address),
         cpu_per_trial=cpus,
         cwd=cwd,
+        secrets=secrets,
     )

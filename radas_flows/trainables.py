@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 from typing import Any
-
-from radas_flows.errors import RadasValueError
 
 SEPARATE_FILE_RULE = (
     "When using a cluster, the trainable MUST be defined in a separate file "
@@ -32,41 +28,18 @@ def reference_of(trainable: Any) -> str | None:
     return f"{module}:{qualname}"
 
 
-def resolve_trainable_reference(ref: str, *, cwd: str | None = None) -> Any:
+def resolve_trainable_reference(
+    ref: str, *, cwd: str | None = None, pickle_by_value: bool = True
+) -> Any:
     """Import ``"module:attribute"`` (dotted attributes allowed), looking in ``cwd`` first.
+
+    Delegates to ``radas_flows.parameters.resolve_trainable_reference``, the one
+    implementation (it also registers a module found in ``cwd`` for pickling by value).
 
     Example:
         >>> resolve_trainable_reference("json:dumps").__name__
         'dumps'
     """
-    from radas_flows.spec import is_trainable
+    from radas_flows.parameters import resolve_trainable_reference as resolve
 
-    module_name, sep, attr_path = ref.partition(":")
-    if not sep or not module_name or not attr_path:
-        raise RadasValueError(
-            f"trainable={ref!r} is not a 'module:attribute' reference: write it like "
-            "'trainable:trainable' (the function `trainable` in trainable.py)."
-        )
-    if cwd and cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        obj: Any = importlib.import_module(module_name)
-    except ImportError as e:
-        raise RadasValueError(
-            f"trainable={ref!r}: module {module_name!r} cannot be imported from "
-            f"{cwd or 'the current directory'} ({e}). Run from the directory that holds "
-            f"{module_name.replace('.', '/')}.py."
-        ) from e
-    for part in attr_path.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError as e:
-            raise RadasValueError(
-                f"trainable={ref!r}: {module_name!r} has no attribute {attr_path!r}."
-            ) from e
-    if not is_trainable(obj):
-        raise RadasValueError(
-            f"trainable={ref!r} resolves to {obj!r}, which is not a function or a "
-            "ray.tune.Trainable subclass."
-        )
-    return obj
+    return resolve(ref, cwd=cwd, pickle_by_value=pickle_by_value)

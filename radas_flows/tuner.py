@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from radas_flows.oom_rounds import OomRound
 
 # Tune's bookkeeping columns; get_brief_dataframe() drops them (config/* and metrics stay).
 BOOKKEEPING_COLUMNS: frozenset[str] = frozenset(
@@ -68,17 +72,111 @@ class Tuner:
         >>> results["tuner"].get_brief_dataframe()[["config/a", "score"]]  # doctest: +SKIP
     """
 
-    def __init__(self, result_grid: Any, *, experiment_path: str | None = None) -> None:
+    def __init__(
+        self,
+        result_grid: Any,
+        *,
+        experiment_path: str | None = None,
+        trial_cpus: Mapping[str, float] | None = None,
+        oom_rounds: Sequence[OomRound] = (),
+    ) -> None:
         self._result_grid = result_grid
         self.experiment_path = experiment_path or str(result_grid.experiment_path)
+        self._trial_cpus = dict(trial_cpus) if trial_cpus is not None else None
+        #: The out-of-memory re-run rounds merged into this view (empty: none).
+        self.oom_rounds: list[OomRound] = list(oom_rounds)
 
     @classmethod
-    def from_path(cls, path: str, *, storage_filesystem: Any = None) -> Tuner:
-        """Read a stored experiment back (no Ray cluster and no trainable needed)."""
+    def from_path(
+        cls, path: str, *, storage_filesystem: Any = None, merge_rounds: bool = True
+    ) -> Tuner:
+        """Read a stored experiment back (no Ray cluster and no trainable needed).
+
+        When trials of the experiment were re-run after running out of memory, the re-run
+        rounds are merged in (see :meth:`merged`), unless ``merge_rounds=False``.
+        """
         from ray.tune import ExperimentAnalysis, ResultGrid
 
+        from radas_flows.oom_rounds import read_completed_ids, read_manifest
+
+        manifest = read_manifest(path, storage_filesystem) if merge_rounds else None
         analysis = ExperimentAnalysis(path, storage_filesystem=storage_filesystem)
-        return cls(ResultGrid(analysis), experiment_path=path)
+        _mark_completed(analysis.trials, read_completed_ids(path, storage_filesystem))
+        if manifest is None or not manifest.rounds:
+            return cls(ResultGrid(analysis), experiment_path=path)
+        trials = merge_round_trials(path, analysis.trials, manifest.rounds, storage_filesystem)
+        return cls.merged(
+            path,
+            trials,
+            storage_filesystem=storage_filesystem,
+            metric=manifest.metric,
+            mode=manifest.mode,
+            oom_rounds=manifest.rounds,
+        )
+
+    @classmethod
+    def merged(
+        cls,
+        path: str,
+        trials: Sequence[Any],
+        *,
+        storage_filesystem: Any = None,
+        metric: str | None = None,
+        mode: str | None = None,
+        oom_rounds: Sequence[OomRound] = (),
+    ) -> Tuner:
+        """One view of an experiment and its out-of-memory re-run rounds.
+
+        ``get_results()`` is a real ``ray.tune.ResultGrid`` holding one ``Result`` per trial
+        config of the original sweep: its final execution (the one that completed, else the
+        last), whichever round ran it; ``Result.path`` points into that round's folder and
+        ``experiment_path`` is the original experiment's. The DataFrames gain a
+        ``cpu_per_trial`` column: the CPUs each trial's final execution had.
+
+        Args:
+            path: The original experiment's path (it must hold Tune's experiment state).
+            trials: The Tune trials to show, one per config.
+            storage_filesystem: The pyarrow filesystem of remote storage, if any.
+            metric: Default metric of ``get_best_result()``.
+            mode: Default mode of ``get_best_result()``.
+            oom_rounds: The rounds merged in (kept as ``oom_rounds``).
+        """
+        from ray.tune import ExperimentAnalysis, ResultGrid
+
+        analysis = ExperimentAnalysis(
+            path,
+            storage_filesystem=storage_filesystem,
+            trials=list(trials),
+            default_metric=metric,
+            default_mode=mode,
+        )
+        cpus = {trial.trial_id: trial_cpus(trial) for trial in trials}
+        return cls(
+            ResultGrid(analysis),
+            experiment_path=path,
+            trial_cpus={k: v for k, v in cpus.items() if v is not None},
+            oom_rounds=oom_rounds,
+        )
+
+    def trials(self) -> list[Any]:
+        """Tune's ``Trial`` objects behind ``get_results()``, in the same order."""
+        analysis = getattr(self._result_grid, "_experiment_analysis", None)
+        return list(analysis.trials) if analysis is not None else []
+
+    def _identities(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each result's trial id and config, from Tune's trials where they are known.
+
+        A trial that failed before reporting may have no config in its ``Result``; its
+        ``Trial`` always has one.
+        """
+        results = list(self._result_grid)
+        trials = self.trials()
+        if len(trials) != len(results):
+            return [(trial_id_of(result), result.config or {}) for result in results]
+        return [
+            (str(trial.trial_id), result.config or trial.config or {})
+            for result, trial in zip(results, trials, strict=True)
+        ]
 
     def get_results(self) -> Any:
         """Ray Tune's ``ResultGrid`` with every trial's result."""
@@ -94,17 +192,18 @@ class Tuner:
 
     def trial_outcomes(self) -> list[dict[str, Any]]:
         """One entry per trial: trial_id, status (``TERMINATED`` or ``ERROR``), config, error."""
-        outcomes = []
-        for result in self._result_grid:
-            outcomes.append(
-                {
-                    "trial_id": trial_id_of(result),
-                    "status": "ERROR" if result.error else "TERMINATED",
-                    "config": dict(result.config or {}),
-                    "error": None if result.error is None else _error_text(result.error),
-                    "path": str(result.path),
-                }
-            )
+        outcomes: list[dict[str, Any]] = []
+        for result, (trial_id, config) in zip(self._result_grid, self._identities(), strict=True):
+            outcome: dict[str, Any] = {
+                "trial_id": trial_id,
+                "status": "ERROR" if result.error else "TERMINATED",
+                "config": dict(config),
+                "error": None if result.error is None else _error_text(result.error),
+                "path": str(result.path),
+            }
+            if self._trial_cpus is not None:
+                outcome["cpu_per_trial"] = self._trial_cpus.get(outcome["trial_id"])
+            outcomes.append(outcome)
         return outcomes
 
     def get_dataframe(self) -> Any:
@@ -117,15 +216,17 @@ class Tuner:
         import pandas as pd
 
         frames = []
-        for result in self._result_grid:
+        for result, (trial_id, config) in zip(self._result_grid, self._identities(), strict=True):
             history = result.metrics_dataframe
             if history is None or history.empty:
                 reported = {} if result.error else _flat_metrics(result.metrics or {})
                 history = pd.DataFrame([reported])
             history = history.copy()
-            history["trial_id"] = trial_id_of(result)
+            history["trial_id"] = trial_id
             history["trial_status"] = "ERROR" if result.error else "TERMINATED"
-            for key, value in _flatten("config", result.config or {}).items():
+            if self._trial_cpus is not None:
+                history["cpu_per_trial"] = self._trial_cpus.get(trial_id)
+            for key, value in _flatten("config", config).items():
                 if key not in history.columns:
                     history[key] = [value] * len(history)
             frames.append(history)
@@ -133,7 +234,8 @@ class Tuner:
             return pd.DataFrame()
         df = pd.concat(frames, ignore_index=True, sort=False)
         config_cols = sorted(c for c in df.columns if c.startswith("config/"))
-        first = [c for c in ("trial_id", "trial_status", "training_iteration") if c in df.columns]
+        leading = ("trial_id", "trial_status", "cpu_per_trial", "training_iteration")
+        first = [c for c in leading if c in df.columns]
         rest = [c for c in df.columns if c not in config_cols and c not in first]
         return df[first + config_cols + rest]
 
@@ -144,6 +246,61 @@ class Tuner:
 
     def __repr__(self) -> str:
         return f"Tuner(experiment_path={self.experiment_path!r}, trials={self.num_trials})"
+
+
+def trial_cpus(trial: Any) -> float | None:
+    """The CPUs a Tune trial was given (from its stored resource request), or None."""
+    try:
+        cpus = trial.placement_group_factory.required_resources.get("CPU")
+    except Exception:  # a trial stub without resources
+        return None
+    return None if cpus is None else float(cpus)
+
+
+def _mark_completed(trials: Sequence[Any], completed: set[str]) -> None:
+    """Mark trials the driver saw complete, when Tune stopped before saving their state."""
+    if not completed:
+        return
+    for trial in trials:
+        if trial.trial_id in completed and trial.status != "TERMINATED":
+            trial.status = "TERMINATED"
+
+
+def merge_round_trials(
+    path: str,
+    main_trials: Sequence[Any],
+    rounds: Sequence[OomRound],
+    storage_filesystem: Any = None,
+) -> list[Any]:
+    """One final trial per config of the original sweep, over its out-of-memory re-runs.
+
+    Each round's stored trials are matched to the original trials they re-ran
+    (:func:`radas_flows.oom_rounds.match_round`); a trial's final execution is the last one
+    that completed, else its last (:func:`radas_flows.oom_rounds.final_index`). A round that
+    was never stored (the flow stopped before it started) is skipped.
+    """
+    from ray.tune import ExperimentAnalysis
+
+    from radas_flows.oom_rounds import (
+        final_index,
+        match_round,
+        read_completed_ids,
+        sibling_path,
+    )
+
+    executions: dict[str, list[Any]] = {trial.trial_id: [trial] for trial in main_trials}
+    for entry in rounds:
+        round_path = sibling_path(path, entry.name)
+        try:
+            analysis = ExperimentAnalysis(round_path, storage_filesystem=storage_filesystem)
+        except Exception:  # not stored: the round never ran
+            continue
+        _mark_completed(analysis.trials, read_completed_ids(round_path, storage_filesystem))
+        by_id = {trial.trial_id: trial for trial in analysis.trials}
+        pairs = [(trial.trial_id, trial.config) for trial in analysis.trials]
+        for trial_id, root in match_round(entry, pairs).items():
+            executions.setdefault(root, []).append(by_id[trial_id])
+    return [runs[final_index([t.status for t in runs])] for runs in executions.values()]
 
 
 def _flatten(prefix: str, node: Any) -> dict[str, Any]:

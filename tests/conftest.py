@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# A real SMTP server (aiosmtpd on 127.0.0.1) for every test that needs one.
+from tests.smtp_server import smtp_env, smtp_server, smtp_server_factory  # noqa: F401
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -599,7 +599,7 @@ def test_tuner_settings_defaults() -> None:
     assert settings.search_alg is None and settings.scheduler is None
     assert settings.search_alg_kwargs == {} and settings.scheduler_kwargs == {}
     assert settings.stop is None and settings.time_budget_s is None
-    assert settings.reuse_actors is True
+    assert settings.reuse_actors is None  # the driver's default decides
 
 
 def test_tuner_settings_from_json() -> None:
@@ -703,7 +703,9 @@ def test_build_tuner_init_kwargs_defaults_and_space_check() -> None:
     kwargs = build_tuner_init_kwargs(TunerSettings())
     config = kwargs["tune_config"]
     assert config.search_alg is None and config.scheduler is None
-    assert config.num_samples == 1 and config.reuse_actors is True
+    assert config.num_samples == 1 and config.reuse_actors is False  # driver default applies
+    forced = build_tuner_init_kwargs(TunerSettings(reuse_actors=True))["tune_config"]
+    assert forced.reuse_actors is True
     assert kwargs["run_config"].stop is None
     settings = TunerSettings(metric="s", mode="min", search_alg="optuna")
     build_tuner_init_kwargs(settings, param_space={"x": {"uniform": [0, 1]}})
@@ -873,9 +875,9 @@ def test_resolve_uses_current_directory_by_default(
 @pytest.mark.parametrize(
     ("ref", "match"),
     [
-        ("train", r"trainable: 'train' must look like 'module:attribute' \(one colon\)"),
-        ("a:b:c", r"must look like 'module:attribute'"),
-        ("train.py:fn", r"names a file; name the module instead, e\.g\. 'train:fn'"),
+        ("train", r"trainable='train' is not a 'module:attribute' reference: it must have"),
+        ("a:b:c", r"trainable='a:b:c' is not a 'module:attribute' reference"),
+        ("train.py:fn", r"names a file, not a module: name the module instead, e\.g\. 'train:fn'"),
         ("src/train.py:fn", r"e\.g\. 'src\.train:fn'"),
         (":fn", r"invalid module ''"),
         ("train:", r"invalid attribute ''"),
@@ -894,7 +896,7 @@ def test_reference_errors_after_import(workdir: Path) -> None:
     module = _module(workdir, TRAINABLES)
     with pytest.raises(
         ParameterError,
-        match=rf"module 'rf_missing_mod' not found in {workdir} \(the run's working directory",
+        match=rf"module 'rf_missing_mod' cannot be imported: it is not in {workdir} \(the run's",
     ):
         resolve_trainable_reference("rf_missing_mod:trainable", cwd=workdir)
     with pytest.raises(ParameterError, match=rf"'{module}' has no attribute 'trainablee'") as e:
@@ -1017,7 +1019,7 @@ def test_prefect_rejects_bad_parameters_naming_the_field(monkeypatch: pytest.Mon
             }
         )
     message = str(info.value)
-    assert "trainable: Value error, trainable: 'train' must look like" in message
+    assert "trainable: Value error, trainable='train' is not a 'module:attribute'" in message
     assert 'param_space.model.lr: "loguniform"' in message
     assert "tuner: Value error, search_alg 'optuna' needs metric and mode" in message
     assert "plot.fn: Input should be" in message
@@ -1033,6 +1035,9 @@ def test_prefect_rejects_bad_parameters_naming_the_field(monkeypatch: pytest.Mon
 def local_ray() -> Any:
     import ray
 
+    if ray.is_initialized():  # a local Ray of earlier tests in this session
+        yield ray
+        return
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -18,7 +18,9 @@ from radas_flows.email import EmailConfigError, EmailSendError, send_email
 from radas_flows.secrets import register_secret
 
 if TYPE_CHECKING:
-    from conftest import Credentials, SmtpServer, TlsFiles
+    from conftest import Credentials, TlsFiles
+
+    from tests.smtp_server import SmtpServer
 
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 

@@ -1,0 +1,1 @@
+"""Deployable entrypoints, parameter presets and the nightly suite of radas_flows."""

@@ -1,0 +1,306 @@
+"""Secrets in param_space reach the trainable and no output of a real run shows them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import seaborn as sns
+from ray import tune
+
+from radas_flows import run_experiment
+from radas_flows.errors import RadasValueError
+from radas_flows.flows import radas  # configures Prefect's logging now, not inside capfd
+from radas_flows.secrets import REDACTED, split_secrets, with_secrets
+from tests import notify_trainables as nt
+from tests.smtp_server import SmtpServer
+
+pytestmark = pytest.mark.usefixtures("radas_env")
+
+TO = "ops@example.com"
+
+
+def new_secret(kind: str) -> str:
+    """A value found nowhere else (hex makes accidental matches impossible)."""
+    return f"{kind}-{uuid.uuid4().hex}"
+
+
+def files_under(root: Path) -> Iterator[Path]:
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            yield path
+
+
+def ray_session_logs() -> Path:
+    """The log folder of this process's Ray (workers' stdout/stderr, raylet, GCS)."""
+    import ray
+
+    # Ray exposes the session folder only through its node object; /tmp/ray/session_latest
+    # may belong to another Ray on this machine.
+    node = ray._private.worker._global_node  # type: ignore[attr-defined]
+    return Path(node.get_session_dir_path()) / "logs"
+
+
+def leaks(outputs: dict[str, str | bytes], *values: str) -> list[str]:
+    """Where any of ``values`` appears."""
+    found = []
+    for where, text in outputs.items():
+        data = text if isinstance(text, bytes) else text.encode()
+        if any(v.encode() in data for v in values):
+            found.append(where)
+    return found
+
+
+def prefect_outputs(experiment_name: str) -> dict[str, str | bytes]:
+    """Everything Prefect stored about the latest run of an experiment."""
+    flow_run = nt.flow_run_named(experiment_name)
+    return {
+        "flow-run parameters": nt.as_text(flow_run.parameters),
+        "flow run": nt.as_text(flow_run.model_dump(mode="json")),
+        "task runs": nt.as_text([t.model_dump(mode="json") for t in nt.task_runs_of(flow_run.id)]),
+        "artifacts": nt.as_text([a.model_dump(mode="json") for a in nt.artifacts_of(flow_run.id)]),
+        "API logs": "\n".join(nt.logs_of(flow_run.id)),
+    }
+
+
+def file_outputs(root: Path) -> dict[str, str | bytes]:
+    return {f"file {p}": p.read_bytes() for p in files_under(root)}
+
+
+@pytest.fixture
+def logged(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO)
+    return caplog
+
+
+def test_secrets_reach_the_trainable_and_no_output(
+    workdir: Path,
+    smtp_server: SmtpServer,
+    smtp_env: Callable[..., None],
+    logged: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    api_key, password = new_secret("wandb-key"), new_secret("db-pass")
+    smtp_env(smtp_server)
+    results = asyncio.run(
+        run_experiment(
+            user_name="secrets",
+            trainable=nt.secret_hash,
+            experiment_name="secret-ok",
+            param_space={
+                "a": tune.grid_search([1, 2]),
+                "wandb": {"api_key": api_key, "project": "demo"},
+                "db_password": password,
+            },
+            tuner_init_kwargs={"tune_config": tune.TuneConfig(metric="score", mode="max")},
+            plot_fn=sns.scatterplot,
+            plot_kwargs={"x": "config/a", "y": "score", "hue": "config/wandb/api_key"},
+            plot_format="svg",  # text in the figure file too
+            run_choice="run",
+            email_notification_to_address=TO,
+        )
+    )
+    df, tuner = results["df"], results["tuner"]
+    # The trainable saw the real values...
+    assert set(df["key_hash"]) == {nt.digest(api_key)}
+    assert set(df["password_hash"]) == {nt.digest(password)}
+    # ...everything else the placeholder.
+    assert set(df["config/wandb/api_key"]) == {REDACTED}
+    assert set(df["config/db_password"]) == {REDACTED}
+    assert set(df["config/wandb/project"]) == {"demo"}
+    results_dir = Path(tuner.experiment_path)
+    assert (results_dir / "radas_figure.svg").is_file()
+    flow_run = nt.flow_run_named("secret-ok")
+    # Prefect stored a reference to a value held by the calling process, not the value.
+    stored_key = flow_run.parameters["param_space"]["wandb"]["api_key"]
+    assert set(stored_key) == {"secret_ref"}
+    email = smtp_server.messages[0]
+    assert "Best config: {'a': 2, 'wandb': {'api_key': '***', 'project': 'demo'}" in (
+        email.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+    )
+
+    out, err = capfd.readouterr()
+    outputs: dict[str, str | bytes] = {
+        "returned df": df.to_csv(),
+        "full df": tuner.get_dataframe().to_csv(),
+        "trial outcomes": nt.as_text(tuner.trial_outcomes()),
+        "email": email.as_bytes(),
+        "caplog": logged.text,
+        "stdout and stderr": out + err,
+        **file_outputs(results_dir),
+        **file_outputs(ray_session_logs()),
+        **prefect_outputs("secret-ok"),
+    }
+    assert len(outputs) > 20  # the results folder, Ray's logs and Prefect were all searched
+    assert leaks(outputs, api_key, password) == []
+
+
+def dump_rows_and_fail(df: Any) -> Any:
+    """An analysis step that fails and quotes the table (configs included) in its error."""
+    raise ValueError(f"cannot process rows {df.to_dict(orient='records')}")
+
+
+def test_a_failing_run_shows_no_secret(
+    workdir: Path,
+    smtp_server: SmtpServer,
+    smtp_env: Callable[..., None],
+    logged: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    api_key, password = new_secret("wandb-key"), new_secret("db-pass")
+    smtp_env(smtp_server)
+    with pytest.raises(ValueError, match=r"cannot process rows .*'config/wandb/api_key': '\*\*\*'"):
+        asyncio.run(
+            run_experiment(
+                user_name="secrets",
+                trainable=nt.secret_hash,
+                experiment_name="secret-fails",
+                param_space={
+                    "a": tune.grid_search([1, 2]),
+                    "wandb": {"api_key": api_key},
+                    "db_password": password,
+                },
+                process_df_fn=dump_rows_and_fail,
+                run_choice="run",
+                email_notification_to_address=TO,
+            )
+        )
+    error_text = "".join(traceback.format_exception(logged_exception(logged)))
+    flow_run = nt.flow_run_named("secret-fails")
+    assert flow_run.state.is_failed()
+    assert "cannot process rows" in (flow_run.state.message or "")
+    body = smtp_server.messages[0].get_body(preferencelist=("plain",))
+    assert "Error: ValueError: cannot process rows" in body.get_content()  # type: ignore[union-attr]
+    out, err = capfd.readouterr()
+    results_dir = Path(os.environ["RADAS_RESULTS_ROOT"], "secrets")
+    outputs: dict[str, str | bytes] = {
+        "exception": error_text,
+        "email": smtp_server.messages[0].as_bytes(),
+        "caplog": logged.text,
+        "stdout and stderr": out + err,
+        **file_outputs(results_dir),
+        **prefect_outputs("secret-fails"),
+    }
+    assert leaks(outputs, api_key, password) == []
+
+
+def logged_exception(caplog: pytest.LogCaptureFixture) -> BaseException:
+    """The exception Prefect logged when the flow failed (the one run_experiment raised)."""
+    for record in reversed(caplog.records):
+        if record.exc_info and record.exc_info[1] is not None:
+            return record.exc_info[1]
+    raise AssertionError("no exception was logged")
+
+
+def test_references_for_deployments_env_and_secret_block(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect.blocks.system import Secret
+
+    api_key, password = new_secret("env-key"), new_secret("block-pass")
+    block_name = f"radas-test-{uuid.uuid4().hex[:8]}"
+    Secret(value=password).save(block_name)
+    monkeypatch.setenv("RADAS_TEST_WANDB_KEY", api_key)
+    results = radas(
+        user_name="secrets",
+        trainable="tests.notify_trainables:secret_hash",
+        experiment_name="secret-refs",
+        param_space={
+            "a": {"grid_search": [1]},
+            "wandb": {"api_key": {"env": "RADAS_TEST_WANDB_KEY"}},
+            "db_password": {"secret_block": block_name},
+        },
+        run_choice="run",
+    )
+    df = results["df"]
+    assert df["key_hash"].tolist() == [nt.digest(api_key)]
+    assert df["password_hash"].tolist() == [nt.digest(password)]
+    assert df["config/wandb/api_key"].tolist() == [REDACTED]
+    stored = nt.flow_run_named("secret-refs").parameters["param_space"]
+    assert stored["wandb"] == {"api_key": {"env": "RADAS_TEST_WANDB_KEY"}}
+    assert stored["db_password"] == {"secret_block": block_name}
+    outputs = {**file_outputs(Path(results["tuner"].experiment_path))}
+    outputs.update(prefect_outputs("secret-refs"))
+    assert leaks(outputs, api_key, password) == []
+
+
+def test_unresolvable_references_are_clear_errors(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RADAS_TEST_UNSET_KEY", raising=False)
+    base: dict[str, Any] = dict(
+        user_name="secrets",
+        trainable=nt.secret_hash,
+        experiment_name="secret-bad",
+        run_choice="run",
+    )
+    with pytest.raises(
+        RadasValueError,
+        match=r"param_space\['wandb/api_key'\] refers to the environment variable "
+        r"'RADAS_TEST_UNSET_KEY', which is not set",
+    ):
+        asyncio.run(
+            run_experiment(
+                **base, param_space={"wandb": {"api_key": {"env": "RADAS_TEST_UNSET_KEY"}}}
+            )
+        )
+    with pytest.raises(RadasValueError, match=r"Prefect Secret block 'no-such-block'"):
+        asyncio.run(
+            run_experiment(**base, param_space={"token": {"secret_block": "no-such-block"}})
+        )
+    with pytest.raises(RadasValueError, match=r"secret reference of another process"):
+        asyncio.run(run_experiment(**base, param_space={"token": {"secret_ref": "0" * 32}}))
+
+
+def test_a_secret_cannot_be_a_search_space(workdir: Path) -> None:
+    first, second = new_secret("k1"), new_secret("k2")
+    with pytest.raises(RadasValueError, match=r"param_space\['api_key'\] is a secret") as info:
+        asyncio.run(
+            run_experiment(
+                user_name="secrets",
+                trainable=nt.secret_hash,
+                experiment_name="secret-grid",
+                param_space={"api_key": tune.grid_search([first, second])},
+                run_choice="run",
+            )
+        )
+    text = "".join(traceback.format_exception(info.value))
+    assert first not in text and second not in text
+
+
+def test_trial_errors_are_scrubbed_at_the_source(tmp_path: Path) -> None:
+    """``with_secrets`` on a real Tune run: error texts and error files hold no secret."""
+    from radas_flows.submission import ensure_local_ray
+
+    ensure_local_ray({})
+    api_key = new_secret("trial-key")
+    space, found = split_secrets(
+        {"a": tune.grid_search([1, 2]), "fail_a": 2, "wandb": {"api_key": api_key}}
+    )
+    grid = tune.Tuner(
+        with_secrets(nt.secret_echo_fail, found),
+        param_space=space,
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="fn", verbose=0),
+    ).fit()
+    ok = [r for r in grid if r.error is None]
+    failed = [r for r in grid if r.error is not None]
+    assert [r.metrics["key_hash"] for r in ok] == [nt.digest(api_key)]
+    assert len(failed) == 1
+    error_text = "".join(traceback.format_exception(failed[0].error))
+    assert "login refused for api key '***'" in error_text
+    class_grid = tune.Tuner(
+        with_secrets(nt.SecretCounter, found),
+        param_space=space,
+        run_config=tune.RunConfig(storage_path=str(tmp_path), name="cls", verbose=0),
+    ).fit()
+    assert {r.metrics["key_hash"] for r in class_grid} == {nt.digest(api_key)}
+    outputs = {"error": error_text, **file_outputs(tmp_path)}
+    assert any("error.txt" in where for where in outputs)
+    assert leaks(outputs, api_key) == []
