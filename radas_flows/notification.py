@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from radas_flows.errors import TrialsFailedError
 from radas_flows.secrets import redact, redact_registered
 
 if TYPE_CHECKING:
@@ -43,6 +44,10 @@ def run_outcome(
 ) -> str:
     """The outcome a report states: ``completed``, ``partial``, ``failed`` or ``stopped``.
 
+    ``partial``: some trials errored, or the run raised a
+    :class:`~radas_flows.errors.TrialsFailedError` (such as the out-of-memory cap being hit)
+    after keeping and analyzing what completed.
+
     Args:
         counts: Trials by Tune state (``TERMINATED``, ``ERROR``...).
         error: What the run raised, if anything.
@@ -54,6 +59,8 @@ def run_outcome(
         >>> run_outcome({}, ValueError("x")), run_outcome({}, KeyboardInterrupt())
         ('failed', 'stopped')
     """
+    if isinstance(error, TrialsFailedError):
+        return "partial"
     if error is not None:
         return "stopped" if type(error).__name__ in _STOP_ERRORS else "failed"
     if stopped:

@@ -15,6 +15,7 @@ from ray import tune
 
 from radas_flows import run_experiment
 from radas_flows.errors import ExperimentStateError, RadasError
+from radas_flows.escalation import OutOfMemoryCapError
 from radas_flows.notification import RunReport, notify_retry_settings, run_outcome
 from tests import notify_trainables as nt
 from tests.smtp_server import SmtpServer, free_local_port
@@ -68,6 +69,8 @@ def test_outcome_of_a_run() -> None:
     assert run_outcome({"TERMINATED": 4}, stopped=True) == "stopped"
     assert run_outcome({"TERMINATED": 4}, RadasError("x")) == "failed"
     assert run_outcome({}, KeyboardInterrupt()) == "stopped"
+    # The out-of-memory cap (a TrialsFailedError) keeps and analyzes what completed.
+    assert run_outcome({"TERMINATED": 2, "ERROR": 1}, OutOfMemoryCapError("cap")) == "partial"
 
 
 def test_report_tells_every_fact_and_redacts(tmp_path: Path) -> None:
