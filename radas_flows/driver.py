@@ -62,32 +62,15 @@ def expected_trial_count(param_space: Mapping[str, Any], num_samples: int = 1) -
 
 
 def _with_secrets(trainable: Any, secrets: dict[str, Any]) -> Any:
-    """Give the trainable its real secret values while Tune only ever stores redacted ones."""
+    """Give the trainable its real secret values while Tune only ever stores redacted ones.
+
+    Errors the trainable raises are scrubbed of the secrets before Tune records them.
+    """
     if not secrets:
         return trainable
-    import functools
-    import inspect
+    from radas_flows.secrets import with_secrets
 
-    from radas_flows.secrets import restore_secrets
-
-    if inspect.isclass(trainable):
-
-        class _WithSecrets(trainable):
-            def setup(self, config: dict[str, Any]) -> None:
-                super().setup(restore_secrets(config, secrets))
-
-            def reset_config(self, new_config: dict[str, Any]) -> bool:
-                return bool(super().reset_config(restore_secrets(new_config, secrets)))
-
-        _WithSecrets.__name__ = trainable.__name__
-        _WithSecrets.__qualname__ = trainable.__qualname__
-        return _WithSecrets
-
-    @functools.wraps(trainable)
-    def with_secrets(config: dict[str, Any]) -> Any:
-        return trainable(restore_secrets(config, secrets))
-
-    return with_secrets
+    return with_secrets(trainable, secrets)
 
 
 def _reuse_actors_default(trainable: Any) -> bool:
