@@ -191,7 +191,9 @@ def _final_trial(history: TrialHistory) -> Any:
 
 
 def _trials_text(histories: list[TrialHistory]) -> str:
-    shown = ", ".join(f"{h.root} {h.config}" for h in histories[:5])
+    from radas_flows.secrets import redact
+
+    shown = ", ".join(f"{h.root} {redact(h.config)}" for h in histories[:5])
     more = f" and {len(histories) - 5} more" if len(histories) > 5 else ""
     return shown + more
 
