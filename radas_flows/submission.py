@@ -171,7 +171,41 @@ def start_local(spec: ExperimentSpec, driver_spec: DriverSpec) -> RunHandle:
     return handle
 
 
-@task(name="experiment_submit", cache_policy=NO_CACHE, persist_result=False)
+#: Prefect retries of the submit stage when the cluster's API is unreachable for a moment.
+SUBMIT_RETRIES = 3
+SUBMIT_RETRY_DELAYS_S = [2.0, 8.0, 30.0]
+
+
+def retry_when_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry only connection problems with a cluster's API.
+
+    A bad request, missing credentials or a running job of the same experiment fail at once.
+    """
+    from radas_flows.clusters.jobs import is_transient_error
+
+    error = state.data if isinstance(state.data, BaseException) else None
+    if error is None:
+        try:
+            state.result(raise_on_failure=True)
+        except BaseException as e:
+            error = e
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:  # the error or what caused it
+        if is_transient_error(error):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+@task(
+    name="experiment_submit",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=SUBMIT_RETRIES,
+    retry_delay_seconds=SUBMIT_RETRY_DELAYS_S,
+    retry_condition_fn=retry_when_transient,
+)
 def experiment_submit(
     spec: ExperimentSpec,
     mode: Literal["run", "restore"],
@@ -179,7 +213,12 @@ def experiment_submit(
     gpu_per_cpu: float = 0.0,
     results_root_override: str | None = None,
 ) -> RunHandle:
-    """Start the experiment (a fresh run or a restore) with the given trial resources."""
+    """Start the experiment (a fresh run or a restore) with the given trial resources.
+
+    On a cluster, an unreachable Jobs API is retried by Prefect with growing delays
+    (:data:`SUBMIT_RETRY_DELAYS_S`); the job carries this task run's id, so a retry after
+    a lost answer follows the job already created instead of submitting a second one.
+    """
     logger = get_run_logger()
     driver_spec = driver_spec_for(
         spec, mode, cpu_per_trial=cpu_per_trial, gpu_per_cpu=gpu_per_cpu, root=results_root_override
@@ -195,6 +234,8 @@ def experiment_submit(
             handle.experiment_path,
         )
         return handle
+    from prefect.runtime import task_run
+
     from radas_flows.clusters.submit import submit_cluster_run
 
-    return submit_cluster_run(spec, driver_spec)
+    return submit_cluster_run(spec, driver_spec, submit_key=task_run.id or None)

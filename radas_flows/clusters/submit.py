@@ -28,6 +28,7 @@ __all__ = [
     "METADATA_EXPERIMENT_PATH",
     "METADATA_MODE",
     "METADATA_RUN_ID",
+    "METADATA_SUBMIT_KEY",
     "build_job_runtime_env",
     "running_jobs_error",
     "submit_cluster_run",
@@ -45,6 +46,9 @@ Ray kills it."""
 METADATA_RUN_ID = "radas_run_id"
 METADATA_MODE = "radas_mode"
 METADATA_EXPERIMENT_PATH = "radas_experiment_path"
+METADATA_SUBMIT_KEY = "radas_submit_key"
+"""Job metadata key holding the submitting task run's id: a retry of that task run finds the
+job an earlier attempt created (its answer lost on the way back) instead of submitting twice."""
 
 _PACKAGE_INIT = '''\
 """The driver spec of one radas_flows cluster job (generated at submission)."""
@@ -124,18 +128,23 @@ def running_jobs_error(
     )
 
 
-def submit_cluster_run(spec: ExperimentSpec, driver_spec: DriverSpec) -> RunHandle:
+def submit_cluster_run(
+    spec: ExperimentSpec, driver_spec: DriverSpec, submit_key: str | None = None
+) -> RunHandle:
     """Submit the driver as a Ray job on the spec's cluster.
 
     The job's working dir is the user's cwd (uploaded), its runtime_env is theirs merged in
     (see :func:`~radas_flows.clusters.jobs.merge_runtime_env`), ``radas_flows`` itself and
     the job's entry package go along as ``py_modules`` (so the cluster runs this exact
     version of the driver), and the job's metadata names the user, the experiment, the
-    run id and the mode. A job of the same experiment that is still running is an error.
+    run id and the mode. A job of the same experiment that is still running is an error,
+    except the job an earlier attempt with the same ``submit_key`` created: that one is
+    followed instead of submitting again (a retry after a lost answer submits nothing twice).
 
     Args:
         spec: The experiment (its target is ``cluster:<name>``).
         driver_spec: The driver's spec (trainable by reference, resources, storage).
+        submit_key: What identifies this submission across retries (the task run id).
 
     Returns:
         A ``RunHandle`` with ``kind="cluster"``, ``job_id`` and ``cluster`` set.
@@ -157,11 +166,12 @@ def submit_cluster_run(spec: ExperimentSpec, driver_spec: DriverSpec) -> RunHand
     assert name is not None, "submit_cluster_run needs a cluster target"
     cluster = get_cluster(name)
     client = job_client(cluster)
-    running = [
-        str(job.submission_id)
-        for job in with_retries(lambda: find_jobs(client, spec.user_name, spec.full_name))
-        if not job.status.is_terminal()
-    ]
+    jobs = with_retries(lambda: find_jobs(client, spec.user_name, spec.full_name))
+    if submit_key is not None:
+        earlier = [j for j in jobs if (j.metadata or {}).get(METADATA_SUBMIT_KEY) == submit_key]
+        if earlier:
+            return _adopt(earlier[-1], spec, driver_spec, name, logger)
+    running = [str(job.submission_id) for job in jobs if not job.status.is_terminal()]
     if running:
         raise running_jobs_error(spec, name, running)
     job_id = submission_id(spec.user_name, spec.full_name)
@@ -170,6 +180,7 @@ def submit_cluster_run(spec: ExperimentSpec, driver_spec: DriverSpec) -> RunHand
         METADATA_RUN_ID: driver_spec.run_id,
         METADATA_MODE: driver_spec.mode,
         METADATA_EXPERIMENT_PATH: driver_spec.experiment_path,
+        **({METADATA_SUBMIT_KEY: submit_key} if submit_key is not None else {}),
     }
     with tempfile.TemporaryDirectory(prefix="radas-job-") as scratch:
         package = write_job_package(driver_spec, scratch)
@@ -208,4 +219,33 @@ def submit_cluster_run(spec: ExperimentSpec, driver_spec: DriverSpec) -> RunHand
         driver_spec=driver_spec,
         job_id=job_id,
         cluster=name,
+    )
+
+
+def _adopt(
+    job: Any, spec: ExperimentSpec, driver_spec: DriverSpec, cluster: str, logger: Any
+) -> RunHandle:
+    """The handle of a job an earlier attempt of this submission created."""
+    import dataclasses
+
+    from radas_flows.submission import RunHandle
+
+    metadata = job.metadata or {}
+    adopted = dataclasses.replace(
+        driver_spec, run_id=metadata.get(METADATA_RUN_ID, driver_spec.run_id)
+    )
+    logger.warning(
+        "An earlier attempt of this submission already created job %s of %r on cluster %r "
+        "(its answer was lost); following that job instead of submitting again.",
+        job.submission_id,
+        spec.experiment_name,
+        cluster,
+    )
+    return RunHandle(
+        run_id=adopted.run_id,
+        kind="cluster",
+        experiment_path=adopted.experiment_path,
+        driver_spec=adopted,
+        job_id=str(job.submission_id),
+        cluster=cluster,
     )
