@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -59,7 +60,7 @@ def sweep_space(args: argparse.Namespace, hungry: set[int]) -> dict[str, Any]:
     fits, needs_two = args.mib_per_cpu // 8, args.mib_per_cpu * 3 // 2
     return {
         "i": tune.grid_search(list(range(args.trials))),
-        "need_mib": tune.sample_from(lambda spec: needs_two if spec.config.i in hungry else fits),
+        "need_mib": tune.sample_from(lambda config: needs_two if config["i"] in hungry else fits),
         "mib_per_cpu": args.mib_per_cpu,
         "work_s": args.work_s,
     }
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     assert sorted(df[df["cpu_per_trial"] == 2]["config/i"]) == sorted(hungry)
     report(args, len(hungry), t)
     ray.shutdown()
+    shutil.rmtree(root, ignore_errors=True)
     return 0
 
 

@@ -3,6 +3,6 @@
 # (local Ray, a loopback `ray start --head`, a Prefect test API, aiosmtpd, moto's S3 server).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$root/scripts/bootstrap.sh" test dev examples
+source "$root/scripts/bootstrap.sh" test dev examples wandb swanlab
 cd "$root"
 exec "$root/.venv/bin/python" -m pytest "$@"

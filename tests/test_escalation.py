@@ -420,10 +420,8 @@ def test_tune_stored_errors_keep_the_latest_failure(local_ray, tmp_path: Path) -
     space = {
         "x": tune.grid_search([1, 2]),
         "errors": tune.sample_from(
-            lambda spec: (
-                ["ValueError", "MemoryError"]
-                if spec.config.x == 1
-                else ["MemoryError", "ValueError"]
+            lambda config: (
+                ["ValueError", "MemoryError"] if config["x"] == 1 else ["MemoryError", "ValueError"]
             )
         ),
         "count_file": str(count_file),

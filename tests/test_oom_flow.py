@@ -40,7 +40,7 @@ def run(**overrides: Any) -> dict[str, Any]:
 
 
 def need_by_x(needs: dict[int, int]) -> Any:
-    return tune.sample_from(lambda spec: needs[spec.config.x])
+    return tune.sample_from(lambda config: needs[config["x"]])
 
 
 def runs_by_x(count_file: Path) -> dict[Any, list[float]]:
@@ -226,7 +226,7 @@ def test_randomly_sampled_configs_rerun_exactly(workdir: Path) -> None:
     count_file = workdir / "executions.jsonl"
     space = {
         "x": tune.uniform(0.0, 1.0),
-        "need_mib": tune.sample_from(lambda spec: FITS_TWO if spec.config.x > 0.5 else FITS_HALF),
+        "need_mib": tune.sample_from(lambda config: FITS_TWO if config["x"] > 0.5 else FITS_HALF),
         "count_file": str(count_file),
     }
     results = run(
@@ -255,7 +255,7 @@ def test_other_errors_are_reported_not_rerun(workdir: Path) -> None:
     space = {
         "x": tune.grid_search([1, 2, 3]),
         "errors": tune.sample_from(
-            lambda spec: {1: ["ValueError"], 2: ["MemoryError", "none"], 3: ["none"]}[spec.config.x]
+            lambda config: {1: ["ValueError"], 2: ["MemoryError", "none"], 3: ["none"]}[config["x"]]
         ),
         "count_file": str(count_file),
     }

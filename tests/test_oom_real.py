@@ -50,7 +50,7 @@ class TestRealOutOfMemory:
         count_file = tmp_path / "executions.jsonl"
         space = {
             "x": tune.grid_search([1, 2]),
-            "need_mib": tune.sample_from(lambda spec: 768 if spec.config.x == 1 else 64),
+            "need_mib": tune.sample_from(lambda config: 768 if config["x"] == 1 else 64),
             "count_file": str(count_file),
         }
         first = {r.config["x"]: r for r in _fit(memory_hungry, 1, space, tmp_path, "round1")}

@@ -83,7 +83,7 @@ def test_cluster_run_reruns_out_of_memory_trials_as_a_new_job(
     count_file = workdir / "executions.jsonl"
     space = {
         "x": tune.grid_search([1, 2, 3]),
-        "need_mib": tune.sample_from(lambda spec: 768 if spec.config.x == 2 else 64),
+        "need_mib": tune.sample_from(lambda config: 768 if config["x"] == 2 else 64),
         "count_file": str(count_file),
     }
     results = run(
