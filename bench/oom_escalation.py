@@ -1,10 +1,10 @@
 """Benchmark: out-of-memory escalation against re-running the whole sweep with doubled CPUs.
 
-A sweep of N trials (default 40) where a share of them (default 10%) needs more memory than
-one CPU's share allows: each trial sets an address-space limit of ``--mib-per-cpu`` per CPU
-Ray assigned it and allocates its need halfway through its work, so those trials genuinely
-raise ``MemoryError`` at cpu_per_trial=1 and complete at 2. Measured in one process, on one
-local Ray:
+A sweep of N trials (default 20, each working 8 s) where a share of them (default 10%) needs
+more memory than one CPU's share allows: each trial sets an address-space limit of ``--mib-per-
+cpu`` per CPU Ray assigned it and allocates its need halfway through its work, so those trials
+genuinely raise ``MemoryError`` at cpu_per_trial=1 and complete at 2. Measured in one process,
+on one local Ray:
 
 * baseline: the sweep in which nothing runs out of memory (every need fits at 1 CPU);
 * escalation: radas_flows re-runs only the trials that ran out of memory, at 2 CPUs;
@@ -14,7 +14,7 @@ Each is timed with plain Ray Tune and through ``radas_flows.run_experiment`` (a 
 API from ``prefect_test_harness``). The escalation with plain Ray Tune is the sweep followed
 by a Tune run of exactly the failed configs at 2 CPUs, the work radas_flows automates.
 
-Run: ``.venv/bin/python bench/oom_escalation.py`` (about 5 minutes on 2 CPUs; ``--help``).
+Run: ``.venv/bin/python bench/oom_escalation.py`` (about 16 minutes on 2 CPUs; ``--help``).
 """
 
 from __future__ import annotations
@@ -124,9 +124,9 @@ def radas_run(space: dict[str, Any], name: str, cpu_per_trial: float = 1) -> dic
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--oom-share", type=float, default=0.1, help="share that runs out")
-    parser.add_argument("--work-s", type=float, default=2.0, help="seconds of work per trial")
+    parser.add_argument("--work-s", type=float, default=8.0, help="seconds of work per trial")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     parser.add_argument("--mib-per-cpu", type=int, default=512)
     args = parser.parse_args(argv)
