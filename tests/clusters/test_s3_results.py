@@ -1,0 +1,118 @@
+"""A cluster whose results_root is S3: the job writes there, the flow reads it back and analyzes."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import socket
+import sys
+import tomllib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from ray import tune
+
+from radas_flows import run_experiment
+from tests.clusters.loopback_ray import RayHead
+
+pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("radas_env")]
+
+BUCKET = "cluster-results"
+# moto accepts any credentials; these are not secrets of anything real.
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing-key-id",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+TRAINABLE = """\
+def square(config):
+    return {"score": config["a"] ** 2}
+"""
+
+
+@pytest.fixture
+def s3_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1 with one bucket; the flow's AWS settings point at it."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    for key, value in {**AWS_ENV, "AWS_ENDPOINT_URL": endpoint}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the local copy of CSV and figure
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_registry(
+    ray_head: RayHead, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loopback cluster once more, as ``s3cluster``, storing its results on S3."""
+    loopback = tomllib.loads(ray_head.registry.read_text())["loopback"]
+    entry = {**loopback, "results_root": f"s3://{BUCKET}/ray-results"}
+    lines = ["[s3cluster]"]
+    for key, value in entry.items():
+        lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
+    registry = tmp_path / "s3.toml"
+    registry.write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("RADAS_CLUSTERS_FILE", str(registry))
+
+
+def project(workdir: Path) -> ModuleType:
+    name = f"s3_trainable_{uuid.uuid4().hex[:8]}"
+    (workdir / f"{name}.py").write_text(TRAINABLE)
+    sys.path.insert(0, str(workdir))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(workdir))
+
+
+@pytest.mark.usefixtures("s3_registry")
+def test_cluster_results_on_s3_are_analyzed_and_read_back(workdir: Path, s3_endpoint: str) -> None:
+    import boto3
+
+    mod = project(workdir)
+    # The cluster's nodes would have their own credentials (an instance role, for example);
+    # the loopback head was started without any, so the job gets moto's through its env_vars.
+    job_env = {**AWS_ENV, "AWS_ENDPOINT_URL": s3_endpoint}
+    kwargs = dict(user_name="erin", trainable=mod.square, run_with="cluster:s3cluster")
+    results = asyncio.run(
+        run_experiment(
+            **kwargs,
+            experiment_name="on-s3",
+            param_space={"a": tune.grid_search([1, 2, 3])},
+            run_choice="run",
+            runtime_env={"env_vars": job_env},
+        )
+    )
+    assert sorted(results["df"]["score"]) == [1, 4, 9]
+    path = results["tuner"].experiment_path
+    assert path.startswith(f"s3://{BUCKET}/ray-results/erin/"), path
+
+    prefix = path.removeprefix(f"s3://{BUCKET}/") + "/"
+    listing = boto3.client("s3", endpoint_url=s3_endpoint).list_objects_v2(
+        Bucket=BUCKET, Prefix=prefix
+    )
+    keys = [item["Key"] for item in listing.get("Contents", [])]
+    assert sum(key.endswith("/result.json") for key in keys) == 3, keys
+    assert any(key.startswith(f"{prefix}experiment_state") for key in keys), keys
+
+    again = asyncio.run(run_experiment(**kwargs, experiment_name="on-s3", dos=["analyze"]))
+    assert sorted(again["df"]["score"]) == [1, 4, 9]
