@@ -35,9 +35,20 @@ class Server:
         return f"{self.url}/api"
 
     def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """Call the REST API; retry what Prefect's own client retries (SQLite busy: 503)."""
+        """Call the REST API; retry what Prefect's own client retries (SQLite busy: 503).
+
+        A GET that times out is retried too: on a loaded 2-CPU machine the server can stall
+        for a while (it is busy with the worker's runs and their Ray), and reading is safe to
+        repeat.
+        """
         for attempt in range(10):
-            response = httpx.request(method, f"{self.api}{path}", json=body, timeout=30)
+            try:
+                response = httpx.request(method, f"{self.api}{path}", json=body, timeout=60)
+            except (httpx.TimeoutException, httpx.NetworkError):
+                if method != "GET" or attempt == 9:
+                    raise
+                time.sleep(1.0 * (attempt + 1))
+                continue
             if response.status_code not in (429, 502, 503) or attempt == 9:
                 break
             time.sleep(0.5 * (attempt + 1))
