@@ -116,6 +116,19 @@ def test_print_functions_plain_when_not_a_terminal(capsys: pytest.CaptureFixture
     assert captured.err == "[WARNING] cluster busy\n[ERROR] trial 2 failed\n"
 
 
+def _read_all(master: int) -> str:
+    """Everything written to a pseudo-terminal whose other end is closed (one read may be short)."""
+    chunks = []
+    try:
+        while chunk := os.read(master, 4096):
+            chunks.append(chunk)
+    except OSError:  # EIO: the other end is closed and everything was read
+        pass
+    finally:
+        os.close(master)
+    return b"".join(chunks).decode()
+
+
 def test_print_functions_coloured_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setenv("TERM", "xterm")
@@ -125,8 +138,7 @@ def test_print_functions_coloured_on_a_terminal(monkeypatch: pytest.MonkeyPatch)
         print_warning("careful")
         monkeypatch.setenv("NO_COLOR", "1")
         print_error("plain")
-    data = os.read(master, 4096).decode()
-    os.close(master)
+    data = _read_all(master)
     assert "\033[33m[WARNING]\033[0m careful" in data
     assert "[ERROR] plain" in data and "\033[31m" not in data
 
