@@ -10,6 +10,22 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+def experiment_slug(user_name: str, experiment_name: str, max_length: int) -> str:
+    """``user-experiment`` in lowercase letters, digits and dashes, at most ``max_length`` long.
+
+    Example:
+        >>> experiment_slug("yuhang", "LR sweep", 60)
+        'yuhang-lr-sweep'
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", f"{user_name}-{experiment_name}".lower()).strip("-")
+    return slug[:max_length].strip("-")
+
+
+def short_digest(text: str, length: int) -> str:
+    """The first ``length`` hex digits of the SHA-1 of ``text``: a stable, short identity."""
+    return hashlib.sha1(text.encode()).hexdigest()[:length]
+
+
 def artifact_key(kind: str, user_name: str, experiment_name: str) -> str:
     """A stable artifact key: lowercase letters, digits and dashes, unique per experiment.
 
@@ -17,9 +33,8 @@ def artifact_key(kind: str, user_name: str, experiment_name: str) -> str:
         >>> artifact_key("progress", "yuhang", "LR sweep")
         'radas-progress-yuhang-lr-sweep-cbc96a'
     """
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{user_name}-{experiment_name}".lower()).strip("-")
-    digest = hashlib.sha1(f"{user_name}/{experiment_name}".encode()).hexdigest()[:6]
-    return f"radas-{kind}-{slug[:60].strip('-')}-{digest}"
+    slug = experiment_slug(user_name, experiment_name, 60)
+    return f"radas-{kind}-{slug}-{short_digest(f'{user_name}/{experiment_name}', 6)}"
 
 
 def in_flow_run() -> bool:

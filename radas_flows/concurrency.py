@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
-import re
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
@@ -35,9 +33,10 @@ def experiment_lock_name(user_name: str, full_name: str, experiment_name: str) -
         >>> experiment_lock_name("yuhang", "_home_yuhang_proj_lr_sweep", "lr sweep")
         'radas-yuhang-lr-sweep-baf3318e66'
     """
-    slug = re.sub(r"[^a-z0-9]+", "-", f"{user_name}-{experiment_name}".lower()).strip("-")
-    digest = hashlib.sha1(f"{user_name}/{full_name}".encode()).hexdigest()[:10]
-    return f"radas-{slug[:80].strip('-')}-{digest}"
+    from radas_flows._artifacts import experiment_slug, short_digest
+
+    slug = experiment_slug(user_name, experiment_name, 80)
+    return f"radas-{slug}-{short_digest(f'{user_name}/{full_name}', 10)}"
 
 
 def lock_wait_seconds(environ: Mapping[str, str] | None = None) -> float | None:

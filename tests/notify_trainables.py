@@ -1,4 +1,4 @@
-"""Trainables and Prefect API readers for the notification and secrets flow tests."""
+"""Trainables for the notification and secrets flow tests."""
 
 from __future__ import annotations
 
@@ -50,70 +50,6 @@ class SecretCounter(tune.Trainable):
     def reset_config(self, new_config: dict[str, Any]) -> bool:
         self.key = new_config["wandb"]["api_key"]
         return True
-
-
-def flow_run_named(name: str) -> Any:
-    """The latest flow run called ``name`` (runs are named after their experiment)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterName
-    from prefect.client.schemas.sorting import FlowRunSort
-
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])),
-            sort=FlowRunSort.START_TIME_DESC,
-            limit=1,
-        )
-    assert runs, f"no flow run named {name!r}"
-    return runs[0]
-
-
-def task_runs_of(flow_run_id: Any) -> list[Any]:
-    """Every task run of a flow run."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    with get_client(sync_client=True) as client:
-        return list(
-            client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-            )
-        )
-
-
-def artifacts_of(flow_run_id: Any) -> list[Any]:
-    """Every artifact a flow run created (tables, markdown, progress)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    with get_client(sync_client=True) as client:
-        return list(
-            client.read_artifacts(
-                artifact_filter=ArtifactFilter(
-                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
-                )
-            )
-        )
-
-
-def logs_of(flow_run_id: Any) -> list[str]:
-    """The messages the Prefect API stored for a flow run and its task runs."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.logging.handlers import APILogWorker
-
-    APILogWorker.drain_all(timeout=10)
-    messages: list[str] = []
-    with get_client(sync_client=True) as client:
-        while True:
-            page = client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])),
-                limit=200,
-                offset=len(messages),
-            )
-            messages += [log.message for log in page]
-            if len(page) < 200:
-                return messages
 
 
 def as_text(obj: Any) -> str:

@@ -54,6 +54,16 @@ def private_local_ray(num_cpus: int, **init_kwargs: Any) -> Iterator[Any]:
         ray.shutdown()
 
 
+def memory_used_and_total() -> tuple[int, int]:
+    """Bytes of memory in use on this machine (total minus available) and its total."""
+    fields = {}
+    with open("/proc/meminfo", encoding="ascii") as meminfo:
+        for line in meminfo:
+            key, value = line.split(":", 1)
+            fields[key] = int(value.split()[0]) * 1024
+    return fields["MemTotal"] - fields["MemAvailable"], fields["MemTotal"]
+
+
 def assigned_cpus() -> float:
     """CPUs Ray assigned to the running task or actor (a Tune trial sees its bundle as "CPU")."""
     import ray

@@ -18,6 +18,7 @@ from radas_flows.errors import ExperimentStateError, RadasError
 from radas_flows.escalation import OutOfMemoryCapError
 from radas_flows.notification import RunReport, notify_retry_settings, run_outcome
 from tests import notify_trainables as nt
+from tests import prefect_reads as pr
 from tests.smtp_server import SmtpServer, free_local_port
 
 TO = "alice@example.com"
@@ -53,7 +54,7 @@ def attachments_of(msg: EmailMessage) -> dict[str, bytes]:
 
 
 def summary_of(flow_run_id: Any) -> str:
-    summaries = [a for a in nt.artifacts_of(flow_run_id) if "summary" in (a.key or "")]
+    summaries = [a for a in pr.artifacts_of(flow_run_id) if "summary" in (a.key or "")]
     assert len(summaries) == 1
     return str(summaries[0].data)
 
@@ -162,7 +163,7 @@ def test_success_email_has_the_facts_and_the_figure(
     assert smtp_server.envelopes == [("radas@example.org", [TO])]
     assert msg["Subject"] == "[radas] notify-ok on local: completed, 3 of 3 trials completed"
     body = body_of(msg)
-    flow_run = nt.flow_run_named("notify-ok")
+    flow_run = pr.flow_run_named("notify-ok")
     results_dir = tuner.experiment_path
     for fact in (
         "Experiment: notify-ok (user notify)",
@@ -184,7 +185,7 @@ def test_success_email_has_the_facts_and_the_figure(
     assert files["radas_figure.png"] == Path(results_dir, "radas_figure.png").read_bytes()
     # Prefect: the email task completed, and the summary says the email went out.
     assert flow_run.state.is_completed()
-    email_runs = [r for r in nt.task_runs_of(flow_run.id) if r.name.startswith("email_notify")]
+    email_runs = [r for r in pr.task_runs_of(flow_run.id) if r.name.startswith("email_notify")]
     assert [r.state.type.value for r in email_runs] == ["COMPLETED"]
     assert f"**Email:** sent to {TO}" in summary_of(flow_run.id)
 
@@ -223,7 +224,7 @@ def test_a_failed_stage_still_emails_and_the_flow_raises_the_original_error(
     assert "Outcome: failed" in body
     assert "Error: ExperimentStateError: dos=['analyze'] found no stored results" in body
     assert "Trials: none ran" in body
-    assert nt.flow_run_named("notify-nothing").state.is_failed()
+    assert pr.flow_run_named("notify-nothing").state.is_failed()
 
 
 @pytest.mark.usefixtures("radas_env")
@@ -261,9 +262,9 @@ def test_unreachable_smtp_loses_nothing_and_the_flow_completes(
     stored = Path(results["tuner"].experiment_path)
     assert pd.read_csv(stored / "radas_results.csv")["score"].max() == 30
     # Prefect shows the failed email task (tried twice) in a Completed flow run.
-    flow_run = nt.flow_run_named("notify-no-smtp")
+    flow_run = pr.flow_run_named("notify-no-smtp")
     assert flow_run.state.is_completed()
-    email_runs = [r for r in nt.task_runs_of(flow_run.id) if r.name.startswith("email_notify")]
+    email_runs = [r for r in pr.task_runs_of(flow_run.id) if r.name.startswith("email_notify")]
     assert len(email_runs) == 1
     assert email_runs[0].state.is_failed()
     assert email_runs[0].run_count == 2
@@ -271,7 +272,7 @@ def test_unreachable_smtp_loses_nothing_and_the_flow_completes(
     assert f"**Email to {TO}: not sent** (EmailSendError: " in summary
     assert f"127.0.0.1:{port}" in summary
     assert "Only the email failed; the results above are stored." in summary
-    logs = "\n".join(nt.logs_of(flow_run.id))
+    logs = "\n".join(pr.logs_of(flow_run.id))
     assert f"could not be emailed to {TO} after 2 tries" in logs
     assert f"Only the email failed: the results are stored in {stored}" in logs
 
@@ -288,10 +289,10 @@ def test_unreachable_smtp_after_a_failure_keeps_the_original_error(
     monkeypatch.setenv("RADAS_NOTIFY_RETRIES", "0")
     with pytest.raises(ExperimentStateError, match=r"found no stored results"):
         run(experiment_name="notify-no-smtp-fail", dos=["analyze"], run_choice=None)
-    flow_run = nt.flow_run_named("notify-no-smtp-fail")
+    flow_run = pr.flow_run_named("notify-no-smtp-fail")
     assert flow_run.state.is_failed()
     assert "ExperimentStateError" in (flow_run.state.message or "")
-    email_runs = [r for r in nt.task_runs_of(flow_run.id) if r.name.startswith("email_notify")]
+    email_runs = [r for r in pr.task_runs_of(flow_run.id) if r.name.startswith("email_notify")]
     assert [(r.state.type.value, r.run_count) for r in email_runs] == [("FAILED", 1)]
 
 
@@ -306,6 +307,6 @@ def test_no_address_no_email_task(
         email_notification_to_address=None,
     )
     assert smtp_server.messages == []
-    flow_run = nt.flow_run_named("notify-none")
-    assert not [r for r in nt.task_runs_of(flow_run.id) if r.name.startswith("email_notify")]
+    flow_run = pr.flow_run_named("notify-none")
+    assert not [r for r in pr.task_runs_of(flow_run.id) if r.name.startswith("email_notify")]
     assert "Email" not in summary_of(flow_run.id)

@@ -19,9 +19,11 @@ from tests.oom_trainables import (
     failing_in_turn,
     memory_grabber,
     memory_hungry,
+    memory_used_and_total,
     read_executions,
     ship_by_value,
 )
+from tests.prefect_reads import logs_of
 
 ship_by_value(__name__)
 pytestmark = pytest.mark.usefixtures("radas_env")
@@ -75,20 +77,6 @@ def latest_artifact(kind: str, experiment_name: str) -> Any:
     return found[0]
 
 
-def flow_run_logs(flow_run_id: Any) -> list[str]:
-    """Every message the Prefect API stored for a flow run (its tasks included)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-    from prefect.logging.handlers import APILogWorker
-
-    APILogWorker.drain_all(timeout=5)
-    with get_client(sync_client=True) as client:
-        logs = client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])), limit=200
-        )
-    return [log.message for log in logs]
-
-
 def stored_path(name: str, workdir: Path) -> str:
     from radas_flows.spec import sanitize_experiment_name
 
@@ -124,7 +112,7 @@ def test_only_trials_out_of_memory_rerun_with_doubled_cpus(workdir: Path) -> Non
     )
     summary = latest_artifact("summary", "oom-grid")
     assert advice in summary.data
-    assert any(advice in message for message in flow_run_logs(summary.flow_run_id))
+    assert any(advice in message for message in logs_of(summary.flow_run_id))
 
     # The round is stored beside the experiment and recorded in its manifest.
     path = stored_path("oom-grid", workdir)
@@ -271,21 +259,12 @@ def test_other_errors_are_reported_not_rerun(workdir: Path) -> None:
     assert "1 trial ran out of memory at cpu_per_trial=1 and completed at 2" in summary
 
 
-def _memory_used_and_total() -> tuple[int, int]:
-    fields = {}
-    with open("/proc/meminfo", encoding="ascii") as meminfo:
-        for line in meminfo:
-            key, value = line.split(":", 1)
-            fields[key] = int(value.split()[0]) * 1024
-    return fields["MemTotal"] - fields["MemAvailable"], fields["MemTotal"]
-
-
 @pytest.fixture
 def ray_memory_monitor_at(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The flow's local Ray restarted with a memory monitor that fires 4.5 GiB above now."""
     import ray
 
-    used, total = _memory_used_and_total()
+    used, total = memory_used_and_total()
     if total - used < 10 * GIB:
         pytest.skip("needs 10 GiB of free memory to trip Ray's memory monitor safely")
     monkeypatch.setenv("RAY_memory_usage_threshold", f"{(used + 4.5 * GIB) / total:.4f}")
@@ -313,6 +292,6 @@ def test_trials_killed_by_ray_memory_monitor_rerun(workdir: Path) -> None:
     df = one_row_per_trial(results["df"])
     assert df["cpu_per_trial"].to_dict() == {1: 2.0, 2: 2.0}
     assert (df["trial_status"] == "TERMINATED").all()
-    logs = "\n".join(flow_run_logs(latest_artifact("summary", "oom-monitor").flow_run_id))
+    logs = "\n".join(logs_of(latest_artifact("summary", "oom-monitor").flow_run_id))
     assert "Ray Tune stopped early because Ray's memory monitor killed a trial" in logs
     assert json.dumps(df["held_mib"].tolist()) == "[3072, 3072]"

@@ -14,6 +14,7 @@ from tests.oom_trainables import (
     kernel_oom_victim,
     memory_grabber,
     memory_hungry,
+    memory_used_and_total,
     own_memory_cgroup_v1,
     private_local_ray,
     read_executions,
@@ -112,19 +113,10 @@ class TestRealOutOfMemory:
                     os.rmdir(parent / execution["cgroup"])
 
 
-def _memory_used_and_total() -> tuple[int, int]:
-    fields = {}
-    with open("/proc/meminfo", encoding="ascii") as meminfo:
-        for line in meminfo:
-            key, value = line.split(":", 1)
-            fields[key] = int(value.split()[0]) * 1024
-    return fields["MemTotal"] - fields["MemAvailable"], fields["MemTotal"]
-
-
 @pytest.fixture
 def ray_with_low_memory_threshold():
     """A private Ray whose memory monitor fires 1.25 GiB above the memory in use right now."""
-    used, total = _memory_used_and_total()
+    used, total = memory_used_and_total()
     if total - used < 6 * GIB:
         pytest.skip("needs 6 GiB of free memory to trip Ray's memory monitor safely")
     system_config = {

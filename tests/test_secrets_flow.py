@@ -20,6 +20,7 @@ from radas_flows.errors import RadasValueError
 from radas_flows.flows import radas  # configures Prefect's logging now, not inside capfd
 from radas_flows.secrets import REDACTED, split_secrets, with_secrets
 from tests import notify_trainables as nt
+from tests import prefect_reads as pr
 from tests.smtp_server import SmtpServer
 
 pytestmark = pytest.mark.usefixtures("radas_env")
@@ -60,13 +61,13 @@ def leaks(outputs: dict[str, str | bytes], *values: str) -> list[str]:
 
 def prefect_outputs(experiment_name: str) -> dict[str, str | bytes]:
     """Everything Prefect stored about the latest run of an experiment."""
-    flow_run = nt.flow_run_named(experiment_name)
+    flow_run = pr.flow_run_named(experiment_name)
     return {
         "flow-run parameters": nt.as_text(flow_run.parameters),
         "flow run": nt.as_text(flow_run.model_dump(mode="json")),
-        "task runs": nt.as_text([t.model_dump(mode="json") for t in nt.task_runs_of(flow_run.id)]),
-        "artifacts": nt.as_text([a.model_dump(mode="json") for a in nt.artifacts_of(flow_run.id)]),
-        "API logs": "\n".join(nt.logs_of(flow_run.id)),
+        "task runs": nt.as_text([t.model_dump(mode="json") for t in pr.task_runs_of(flow_run.id)]),
+        "artifacts": nt.as_text([a.model_dump(mode="json") for a in pr.artifacts_of(flow_run.id)]),
+        "API logs": "\n".join(pr.logs_of(flow_run.id)),
     }
 
 
@@ -117,7 +118,7 @@ def test_secrets_reach_the_trainable_and_no_output(
     assert set(df["config/wandb/project"]) == {"demo"}
     results_dir = Path(tuner.experiment_path)
     assert (results_dir / "radas_figure.svg").is_file()
-    flow_run = nt.flow_run_named("secret-ok")
+    flow_run = pr.flow_run_named("secret-ok")
     # Prefect stored a reference to a value held by the calling process, not the value.
     stored_key = flow_run.parameters["param_space"]["wandb"]["api_key"]
     assert set(stored_key) == {"secret_ref"}
@@ -173,7 +174,7 @@ def test_a_failing_run_shows_no_secret(
             )
         )
     error_text = "".join(traceback.format_exception(logged_exception(logged)))
-    flow_run = nt.flow_run_named("secret-fails")
+    flow_run = pr.flow_run_named("secret-fails")
     assert flow_run.state.is_failed()
     assert "cannot process rows" in (flow_run.state.message or "")
     body = smtp_server.messages[0].get_body(preferencelist=("plain",))
@@ -223,7 +224,7 @@ def test_references_for_deployments_env_and_secret_block(
     assert df["key_hash"].tolist() == [nt.digest(api_key)]
     assert df["password_hash"].tolist() == [nt.digest(password)]
     assert df["config/wandb/api_key"].tolist() == [REDACTED]
-    stored = nt.flow_run_named("secret-refs").parameters["param_space"]
+    stored = pr.flow_run_named("secret-refs").parameters["param_space"]
     assert stored["wandb"] == {"api_key": {"env": "RADAS_TEST_WANDB_KEY"}}
     assert stored["db_password"] == {"secret_block": block_name}
     outputs = {**file_outputs(Path(results["tuner"].experiment_path))}

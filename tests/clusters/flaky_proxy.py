@@ -7,6 +7,7 @@ the Jobs API (``"drop_request"``), or after the API acted on it but before its a
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Callable
@@ -52,6 +53,8 @@ class FlakyProxy:
 
     def close(self) -> None:
         self._closed.set()
+        with contextlib.suppress(OSError):
+            self._server.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the serving thread
         self._server.close()
         self._thread.join(timeout=5)
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 import re
-import sys
 import textwrap
 import time
-import uuid
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -30,6 +27,7 @@ from radas_flows.management import get_client
 from radas_flows.spec import build_spec
 from radas_flows.submission import RunHandle, driver_spec_for
 from radas_flows.trainables import SEPARATE_FILE_RULE
+from tests.clusters.helpers import import_source
 from tests.clusters.loopback_ray import RayHead
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("radas_env", "cluster_registry")]
@@ -60,15 +58,9 @@ def sleeper(config):
 
 
 def project(workdir: Path) -> ModuleType:
-    """Write the trainables into a uniquely named module of the working dir and import it."""
-    name = f"cluster_trainables_{uuid.uuid4().hex[:8]}"
-    (workdir / f"{name}.py").write_text(TRAINABLES)
+    """The trainables as a module of the working dir, beside a file the upload excludes."""
     (workdir / "notes.log").write_text("not uploaded\n")
-    sys.path.insert(0, str(workdir))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(workdir))
+    return import_source(workdir, TRAINABLES, "cluster_trainables")
 
 
 def run(**kwargs: Any) -> dict[str, Any]:

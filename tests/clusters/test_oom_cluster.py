@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
-import sys
-import uuid
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -18,6 +14,7 @@ from radas_flows import run_experiment
 from radas_flows.clusters.jobs import find_jobs, job_client
 from radas_flows.clusters.registry import get_cluster
 from radas_flows.oom_rounds import read_manifest, sibling_path
+from tests.clusters.helpers import import_source
 from tests.clusters.loopback_ray import RayHead
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("radas_env", "cluster_registry")]
@@ -52,16 +49,6 @@ def memory_hungry(config):
 """
 
 
-def project(workdir: Path) -> ModuleType:
-    name = f"oom_trainable_{uuid.uuid4().hex[:8]}"
-    (workdir / f"{name}.py").write_text(TRAINABLE)
-    sys.path.insert(0, str(workdir))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(workdir))
-
-
 def executions(count_file: Path) -> dict[int, list[tuple[float, float]]]:
     runs: dict[int, list[tuple[float, float]]] = {}
     for line in count_file.read_text().splitlines():
@@ -79,7 +66,7 @@ def run(**kwargs: Any) -> dict[str, Any]:
 def test_cluster_run_reruns_out_of_memory_trials_as_a_new_job(
     workdir: Path, ray_head: RayHead
 ) -> None:
-    mod = project(workdir)
+    mod = import_source(workdir, TRAINABLE, "oom_trainable")
     count_file = workdir / "executions.jsonl"
     space = {
         "x": tune.grid_search([1, 2, 3]),

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import socket
-import sys
-import tomllib
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from ray import tune
 
 from radas_flows import run_experiment
+from tests.clusters.helpers import import_source, loopback_variant
 from tests.clusters.loopback_ray import RayHead
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("radas_env")]
@@ -64,31 +60,17 @@ def s3_registry(
     ray_head: RayHead, s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The loopback cluster once more, as ``s3cluster``, storing its results on S3."""
-    loopback = tomllib.loads(ray_head.registry.read_text())["loopback"]
-    entry = {**loopback, "results_root": f"s3://{BUCKET}/ray-results"}
-    lines = ["[s3cluster]"]
-    for key, value in entry.items():
-        lines.append(f'{key} = "{value}"' if isinstance(value, str) else f"{key} = {value}")
-    registry = tmp_path / "s3.toml"
-    registry.write_text("\n".join(lines) + "\n")
+    registry = loopback_variant(
+        ray_head, tmp_path / "s3.toml", "s3cluster", results_root=f"s3://{BUCKET}/ray-results"
+    )
     monkeypatch.setenv("RADAS_CLUSTERS_FILE", str(registry))
-
-
-def project(workdir: Path) -> ModuleType:
-    name = f"s3_trainable_{uuid.uuid4().hex[:8]}"
-    (workdir / f"{name}.py").write_text(TRAINABLE)
-    sys.path.insert(0, str(workdir))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(workdir))
 
 
 @pytest.mark.usefixtures("s3_registry")
 def test_cluster_results_on_s3_are_analyzed_and_read_back(workdir: Path, s3_endpoint: str) -> None:
     import boto3
 
-    mod = project(workdir)
+    mod = import_source(workdir, TRAINABLE, "s3_trainable")
     # The cluster's nodes would have their own credentials (an instance role, for example);
     # the loopback head was started without any, so the job gets moto's through its env_vars.
     job_env = {**AWS_ENV, "AWS_ENDPOINT_URL": s3_endpoint}

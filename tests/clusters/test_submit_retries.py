@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
-import tomllib
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
 import pytest
 from ray import tune
@@ -20,7 +14,9 @@ from radas_flows.clusters.jobs import find_jobs, job_client
 from radas_flows.clusters.registry import get_cluster
 from radas_flows.clusters.submit import METADATA_SUBMIT_KEY
 from tests.clusters.flaky_proxy import FlakyProxy, Rule
+from tests.clusters.helpers import import_source, loopback_variant
 from tests.clusters.loopback_ray import RayHead
+from tests.prefect_reads import latest_flow_run, logs_of, task_runs_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("radas_env")]
 
@@ -44,23 +40,8 @@ def flaky_registry(
     ray_head: RayHead, proxy: FlakyProxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The loopback cluster once more, as ``flaky``, reached through the proxy."""
-    loopback = tomllib.loads(ray_head.registry.read_text())["loopback"]
-    lines = ["[flaky]"]
-    for key, value in {**loopback, "address": proxy.url}.items():
-        lines.append(f"{key} = {value!r}" if isinstance(value, str) else f"{key} = {value}")
-    registry = tmp_path / "flaky.toml"
-    registry.write_text("\n".join(lines).replace("'", '"') + "\n")
+    registry = loopback_variant(ray_head, tmp_path / "flaky.toml", "flaky", address=proxy.url)
     monkeypatch.setenv("RADAS_CLUSTERS_FILE", str(registry))
-
-
-def project(workdir: Path) -> ModuleType:
-    name = f"retry_trainable_{uuid.uuid4().hex[:8]}"
-    (workdir / f"{name}.py").write_text(TRAINABLE)
-    sys.path.insert(0, str(workdir))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(workdir))
 
 
 @pytest.mark.usefixtures("flaky_registry")
@@ -71,7 +52,7 @@ def test_submission_is_retried_and_never_doubled(
     # The first POST /api/jobs/ (the submission itself) fails: either it never reaches the
     # API, or the API creates the job and its answer is lost.
     proxy.rules.append(Rule("POST", "/api/jobs/", failure))  # type: ignore[arg-type]
-    mod = project(workdir)
+    mod = import_source(workdir, TRAINABLE, "retry_trainable")
     experiment = f"retry-{failure}"
     results = asyncio.run(
         run_experiment(
@@ -89,7 +70,10 @@ def test_submission_is_retried_and_never_doubled(
     client = job_client(get_cluster("flaky"))
     [job] = find_jobs(client, "erin", results["tuner"].experiment_path.rsplit("/", 1)[1])
     assert str(job.status.value) == "SUCCEEDED"
-    submit_run, logs = submit_task_run_and_logs()
+    flow_run = latest_flow_run()
+    task_runs = task_runs_of(flow_run.id)
+    [submit_run] = [t for t in task_runs if t.name.startswith("experiment_submit")]
+    logs = logs_of(flow_run.id)
     assert submit_run.run_count == 2, "Prefect retried the submit stage once"
     assert job.metadata[METADATA_SUBMIT_KEY] == str(submit_run.id)
     submits = [r for r in proxy.requests if r == ("POST", "/api/jobs/")]
@@ -99,30 +83,3 @@ def test_submission_is_retried_and_never_doubled(
         # The job exists after the first attempt: the retry finds it and submits nothing.
         assert len(submits) == 1
         assert any("following that job instead of submitting again" in m for m in logs)
-
-
-def submit_task_run_and_logs() -> tuple[Any, list[str]]:
-    """The newest flow run's experiment_submit task run, and the flow run's log messages."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        FlowRunFilter,
-        FlowRunFilterId,
-        LogFilter,
-        LogFilterFlowRunId,
-        TaskRunFilter,
-        TaskRunFilterName,
-    )
-    from prefect.client.schemas.sorting import FlowRunSort
-    from prefect.logging.handlers import APILogWorker
-
-    APILogWorker.drain_all(timeout=5)
-    with get_client(sync_client=True) as client:
-        [flow_run] = client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
-        [submit_run] = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])),
-            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="experiment_submit")),
-        )
-        logs = client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])), limit=200
-        )
-    return submit_run, [log.message for log in logs]
