@@ -18,9 +18,10 @@ from prefect.cache_policies import NO_CACHE
 
 from radas_flows.core import experiment_path, local_cpus, local_gpus, results_root
 from radas_flows.driver import DriverSpec
+from radas_flows.errors import RadasError
 from radas_flows.spec import ExperimentSpec
 
-_ray_env_lock = threading.Lock()
+_ray_env_lock = threading.RLock()
 _our_ray_runtime_env: dict[str, Any] | None = None
 
 
@@ -56,10 +57,69 @@ def ensure_local_ray(runtime_env: dict[str, Any]) -> None:
     wanted = local_ray_runtime_env(runtime_env)
     with _ray_env_lock:
         if ray.is_initialized():
-            if _our_ray_runtime_env is None or _our_ray_runtime_env == wanted:
+            if _our_ray_runtime_env is None:
                 return
-            ray.shutdown()  # ours, with another runtime_env: start it again
+            if _our_ray_runtime_env != wanted and _live_local_threads():
+                raise RadasError(  # values are not shown: env_vars may hold secrets
+                    "Another local run in this process uses the local Ray with a different "
+                    "runtime_env (a local Ray has one). Wait for the other run to finish, give "
+                    "both the same runtime_env, or run one of them on a cluster."
+                )
+            if _our_ray_runtime_env == wanted and not _held_with_no_run_of_ours():
+                return
+            ray.shutdown()  # ours, with another runtime_env or holding lost resources: restart
         _in_ray_owner_thread(lambda: _init_local_ray(wanted))
+
+
+#: How long a local Ray may take to release the resources of the runs that ended before it.
+RELEASE_WAIT_S = 30.0
+
+_local_threads: list[threading.Thread] = []
+
+
+def _logger() -> Any:
+    try:
+        return get_run_logger()
+    except Exception:  # outside a flow or task run
+        return logging.getLogger(__name__)
+
+
+def held_resources() -> dict[str, float]:
+    """CPUs and GPUs of the connected Ray that something holds now."""
+    import ray
+
+    total, available = ray.cluster_resources(), ray.available_resources()
+    held = {k: total.get(k, 0.0) - available.get(k, 0.0) for k in ("CPU", "GPU")}
+    return {k: v for k, v in held.items() if v > 1e-6}
+
+
+def _live_local_threads() -> list[threading.Thread]:
+    _local_threads[:] = [t for t in _local_threads if t.is_alive()]
+    return _local_threads
+
+
+def _held_with_no_run_of_ours() -> bool:
+    """True when our local Ray keeps resources although no radas run uses it.
+
+    A trial that dies abnormally (a worker failing under a memory limit) can leave its CPU
+    reserved; the next run, or the next out-of-memory round that needs every CPU, would then
+    wait forever. Only checked while no driver of ours runs in this process, so a restart
+    loses nothing: finished runs are in storage.
+    """
+    if _live_local_threads():
+        return False
+    deadline = time.monotonic() + RELEASE_WAIT_S
+    held = held_resources()
+    while held and time.monotonic() < deadline:
+        time.sleep(0.5)
+        held = held_resources()
+    if held:
+        _logger().warning(
+            "The local Ray still holds %s although no radas run is using it; restarting it",
+            ", ".join(f"{v:g} {k}" for k, v in sorted(held.items())),
+        )
+        return True
+    return False
 
 
 def _init_local_ray(wanted: dict[str, Any]) -> None:
@@ -150,7 +210,6 @@ def start_local(spec: ExperimentSpec, driver_spec: DriverSpec) -> RunHandle:
     """Run the driver in a thread of this process on a local Ray."""
     from radas_flows.driver import run_driver
 
-    ensure_local_ray(spec.runtime_env)
     handle = RunHandle(
         run_id=driver_spec.run_id,
         kind="local",
@@ -167,7 +226,10 @@ def start_local(spec: ExperimentSpec, driver_spec: DriverSpec) -> RunHandle:
     handle.thread = threading.Thread(
         target=target, name=f"radas-driver-{handle.run_id}", daemon=True
     )
-    handle.thread.start()
+    with _ray_env_lock:  # another run's check must see this one
+        ensure_local_ray(spec.runtime_env)
+        handle.thread.start()
+        _local_threads.append(handle.thread)
     return handle
 
 

@@ -343,3 +343,26 @@ def test_runtime_env_vars_reach_local_trials(workdir: Path) -> None:
         runtime_env={"env_vars": {"RADAS_TEST_MARKER": "hello"}},
     )
     assert results["df"]["marker"].tolist() == ["hello"]
+
+
+def test_a_local_ray_holding_lost_resources_is_restarted(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ray
+
+    from radas_flows import submission
+    from tests.prefect_reads import latest_flow_run, logs_of
+
+    run(experiment_name="warm-up", param_space={"a": 1})
+    assert ray.is_initialized()
+    monkeypatch.setattr(submission, "RELEASE_WAIT_S", 2.0)
+    # A CPU reserved with nothing of radas running: what a worker that dies abnormally under a
+    # memory limit can leave behind. A trial that needs both CPUs would then wait forever.
+    reserved = ray.util.placement_group([{"CPU": 1}])
+    ray.get(reserved.ready(), timeout=60)
+    assert submission.held_resources() == {"CPU": 1.0}
+
+    results = run(experiment_name="whole-machine", param_space={"a": 3}, cpu_per_trial=2)
+    assert results["df"]["score"].tolist() == [3]  # a 2-CPU trial ran on the 2-CPU machine
+    logs = logs_of(latest_flow_run().id)
+    assert any("still holds 1 CPU" in line and "restarting it" in line for line in logs), logs
