@@ -55,3 +55,35 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh experiment directory, made the working directory (as radas users `cd` there)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_EXIT_STATUS] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Leave with the session's result once pytest has reported it, skipping native teardown.
+
+    This one process starts and stops Ray dozens of times, connects to loopback clusters and
+    uses pyarrow's S3 client. Native threads of those sessions outlive them (gRPC timers and
+    event engines, a Ray GCS-client IO thread, the AWS event loop), and C++ static destructors
+    racing them at interpreter exit crashed the process once (SIGSEGV) after every test had
+    passed. Nothing is left to do at that point: every fixture has stopped what it started and
+    the report is written, so the exit code is the session's. ``RADAS_TESTS_NORMAL_EXIT=1``
+    keeps the normal exit (with ``PYTHONFAULTHANDLER=1``, set by scripts/test.sh, a crash there
+    prints every thread's stack).
+    """
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status is None or os.environ.get("RADAS_TESTS_NORMAL_EXIT") == "1":
+        return
+    import logging
+    import sys
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
