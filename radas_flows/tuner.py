@@ -34,6 +34,8 @@ BOOKKEEPING_COLUMNS: frozenset[str] = frozenset(
 )
 _BOOKKEEPING_PREFIXES: tuple[str, ...] = ("time_", "warmup_time", "config/__")
 _TRIAL_ID_RE = re.compile(r"_([0-9a-f]{5}_[0-9]{5})_")
+#: Where a stop can leave a trial: not completed, not errored.
+_UNFINISHED: frozenset[str] = frozenset({"PENDING", "RUNNING", "PAUSED"})
 
 
 def is_bookkeeping_column(name: str) -> bool:
@@ -178,6 +180,27 @@ class Tuner:
             for result, trial in zip(results, trials, strict=True)
         ]
 
+    def _statuses(self) -> list[str]:
+        """How each trial ended: ``ERROR``, ``TERMINATED``, or where a stop left it.
+
+        A stopped experiment keeps trials that never started (``PENDING``) or were cut off
+        (``RUNNING``, ``PAUSED``); Tune's stored state says so, and they are not completed.
+        """
+        results = list(self._result_grid)
+        trials = self.trials()
+        if len(trials) != len(results):
+            trials = [None] * len(results)
+        statuses = []
+        for result, trial in zip(results, trials, strict=True):
+            stored = str(getattr(trial, "status", "") or "")
+            if result.error:
+                statuses.append("ERROR")
+            elif stored in _UNFINISHED:
+                statuses.append(stored)
+            else:
+                statuses.append("TERMINATED")
+        return statuses
+
     def get_results(self) -> Any:
         """Ray Tune's ``ResultGrid`` with every trial's result."""
         return self._result_grid
@@ -191,12 +214,17 @@ class Tuner:
         return int(self._result_grid.num_errors)
 
     def trial_outcomes(self) -> list[dict[str, Any]]:
-        """One entry per trial: trial_id, status (``TERMINATED`` or ``ERROR``), config, error."""
+        """One entry per trial: trial_id, status, config, error.
+
+        The status is ``TERMINATED`` (completed), ``ERROR``, or for a stopped experiment
+        ``PENDING`` / ``RUNNING`` / ``PAUSED`` (never started, or cut off by the stop).
+        """
         outcomes: list[dict[str, Any]] = []
-        for result, (trial_id, config) in zip(self._result_grid, self._identities(), strict=True):
+        rows = zip(self._result_grid, self._identities(), self._statuses(), strict=True)
+        for result, (trial_id, config), status in rows:
             outcome: dict[str, Any] = {
                 "trial_id": trial_id,
-                "status": "ERROR" if result.error else "TERMINATED",
+                "status": status,
                 "config": dict(config),
                 "error": None if result.error is None else _error_text(result.error),
                 "path": str(result.path),
@@ -209,21 +237,23 @@ class Tuner:
     def get_dataframe(self) -> Any:
         """Every reported result of every trial, one row per report, with ``config/*`` columns.
 
-        ``trial_status`` says how each trial ended (``TERMINATED`` or ``ERROR``); a trial that
+        ``trial_status`` says how each trial ended (``TERMINATED``, ``ERROR``, or after a stop
+        ``PENDING`` / ``RUNNING`` / ``PAUSED``, as :meth:`trial_outcomes`); a trial that
         ended in error before reporting anything still has one row, with its config and no
         metrics, so every configuration appears.
         """
         import pandas as pd
 
         frames = []
-        for result, (trial_id, config) in zip(self._result_grid, self._identities(), strict=True):
+        rows = zip(self._result_grid, self._identities(), self._statuses(), strict=True)
+        for result, (trial_id, config), status in rows:
             history = result.metrics_dataframe
             if history is None or history.empty:
                 reported = {} if result.error else _flat_metrics(result.metrics or {})
                 history = pd.DataFrame([reported])
             history = history.copy()
             history["trial_id"] = trial_id
-            history["trial_status"] = "ERROR" if result.error else "TERMINATED"
+            history["trial_status"] = status
             if self._trial_cpus is not None:
                 history["cpu_per_trial"] = self._trial_cpus.get(trial_id)
             for key, value in _flatten("config", config).items():

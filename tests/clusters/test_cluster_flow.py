@@ -206,6 +206,11 @@ def test_run_conflict_stop_attach_restore(workdir: Path) -> None:
         # What finished is analyzed; trials the stop interrupted have no score yet.
         scored = stopped["df"].dropna(subset=["score"])
         assert 2 <= len(scored) < 6, stopped["df"]
+        # Completed trials say so; the ones the stop cut off or never started do not.
+        status = {o["trial_id"]: o["status"] for o in stopped["tuner"].trial_outcomes()}
+        assert {status[t] for t in scored["trial_id"]} == {"TERMINATED"}, status
+        unfinished = {s for t, s in status.items() if t not in set(scored["trial_id"])}
+        assert unfinished and unfinished <= {"PENDING", "RUNNING", "PAUSED"}, status
     finally:
         if not client.get_job_status(handle.job_id).is_terminal():
             client.stop_job(handle.job_id)
