@@ -43,6 +43,15 @@ def in_flow_run() -> bool:
     return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 
+def run_logger(fallback: str) -> Any:
+    """Prefect's run logger inside a flow or task run, else the standard logger ``fallback``."""
+    if in_flow_run():
+        from prefect import get_run_logger
+
+        return get_run_logger()
+    return logging.getLogger(fallback)
+
+
 def create_table(key: str, table: Any, description: str) -> None:
     if not in_flow_run():
         return

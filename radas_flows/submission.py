@@ -16,6 +16,7 @@ from typing import Any, Literal
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from radas_flows._artifacts import run_logger
 from radas_flows.core import experiment_path, local_cpus, local_gpus, results_root
 from radas_flows.driver import DriverSpec
 from radas_flows.errors import RadasError
@@ -77,13 +78,6 @@ RELEASE_WAIT_S = 30.0
 _local_threads: list[threading.Thread] = []
 
 
-def _logger() -> Any:
-    try:
-        return get_run_logger()
-    except Exception:  # outside a flow or task run
-        return logging.getLogger(__name__)
-
-
 def held_resources() -> dict[str, float]:
     """CPUs and GPUs of the connected Ray that something holds now."""
     import ray
@@ -114,7 +108,7 @@ def _held_with_no_run_of_ours() -> bool:
         time.sleep(0.5)
         held = held_resources()
     if held:
-        _logger().warning(
+        run_logger(__name__).warning(
             "The local Ray still holds %s although no radas run is using it; restarting it",
             ", ".join(f"{v:g} {k}" for k, v in sorted(held.items())),
         )

@@ -165,41 +165,34 @@ class Tuner:
         analysis = getattr(self._result_grid, "_experiment_analysis", None)
         return list(analysis.trials) if analysis is not None else []
 
-    def _identities(self) -> list[tuple[str, dict[str, Any]]]:
-        """Each result's trial id and config, from Tune's trials where they are known.
+    def _rows(self) -> list[tuple[Any, str, dict[str, Any], str]]:
+        """Each result with its trial id, config and status, from Tune's trials where known.
 
         A trial that failed before reporting may have no config in its ``Result``; its
-        ``Trial`` always has one.
-        """
-        results = list(self._result_grid)
-        trials = self.trials()
-        if len(trials) != len(results):
-            return [(trial_id_of(result), result.config or {}) for result in results]
-        return [
-            (str(trial.trial_id), result.config or trial.config or {})
-            for result, trial in zip(results, trials, strict=True)
-        ]
-
-    def _statuses(self) -> list[str]:
-        """How each trial ended: ``ERROR``, ``TERMINATED``, or where a stop left it.
-
-        A stopped experiment keeps trials that never started (``PENDING``) or were cut off
-        (``RUNNING``, ``PAUSED``); Tune's stored state says so, and they are not completed.
+        ``Trial`` always has one. The status is ``ERROR``, ``TERMINATED``, or where a stop
+        left the trial: a stopped experiment keeps trials that never started (``PENDING``) or
+        were cut off (``RUNNING``, ``PAUSED``); Tune's stored state says so, and they are not
+        completed.
         """
         results = list(self._result_grid)
         trials = self.trials()
         if len(trials) != len(results):
             trials = [None] * len(results)
-        statuses = []
+        rows = []
         for result, trial in zip(results, trials, strict=True):
+            if trial is None:
+                trial_id, config = trial_id_of(result), result.config or {}
+            else:
+                trial_id, config = str(trial.trial_id), result.config or trial.config or {}
             stored = str(getattr(trial, "status", "") or "")
             if result.error:
-                statuses.append("ERROR")
+                status = "ERROR"
             elif stored in _UNFINISHED:
-                statuses.append(stored)
+                status = stored
             else:
-                statuses.append("TERMINATED")
-        return statuses
+                status = "TERMINATED"
+            rows.append((result, trial_id, config, status))
+        return rows
 
     def get_results(self) -> Any:
         """Ray Tune's ``ResultGrid`` with every trial's result."""
@@ -220,8 +213,7 @@ class Tuner:
         ``PENDING`` / ``RUNNING`` / ``PAUSED`` (never started, or cut off by the stop).
         """
         outcomes: list[dict[str, Any]] = []
-        rows = zip(self._result_grid, self._identities(), self._statuses(), strict=True)
-        for result, (trial_id, config), status in rows:
+        for result, trial_id, config, status in self._rows():
             outcome: dict[str, Any] = {
                 "trial_id": trial_id,
                 "status": status,
@@ -245,8 +237,7 @@ class Tuner:
         import pandas as pd
 
         frames = []
-        rows = zip(self._result_grid, self._identities(), self._statuses(), strict=True)
-        for result, (trial_id, config), status in rows:
+        for result, trial_id, config, status in self._rows():
             history = result.metrics_dataframe
             if history is None or history.empty:
                 reported = {} if result.error else _flat_metrics(result.metrics or {})

@@ -78,3 +78,22 @@ def logs_of(flow_run_id: Any) -> list[str]:
             messages += [log.message for log in page]
             if len(page) < 200:
                 return messages
+
+
+def latest_artifact(kind: str, experiment_name: str, user_name: str = "tester") -> Any:
+    """The newest artifact of a kind ("summary", "results"...) of an experiment."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    from radas_flows._artifacts import artifact_key
+
+    key = artifact_key(kind, user_name, experiment_name)
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+            limit=1,
+        )
+    assert found, f"no {kind} artifact for {experiment_name!r}"
+    return found[0]

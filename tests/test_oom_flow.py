@@ -23,7 +23,7 @@ from tests.oom_trainables import (
     read_executions,
     ship_by_value,
 )
-from tests.prefect_reads import logs_of
+from tests.prefect_reads import latest_artifact, logs_of
 
 ship_by_value(__name__)
 pytestmark = pytest.mark.usefixtures("radas_env")
@@ -56,25 +56,6 @@ def runs_by_x(count_file: Path) -> dict[Any, list[float]]:
 def one_row_per_trial(df: Any) -> Any:
     assert df["trial_id"].is_unique, "a config appears more than once"
     return df.set_index("config/x")
-
-
-def latest_artifact(kind: str, experiment_name: str) -> Any:
-    """The newest artifact of a kind ("summary", "results"...) of an experiment, from the API."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    from radas_flows._artifacts import artifact_key
-
-    key = artifact_key(kind, "tester", experiment_name)
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            sort=ArtifactSort.CREATED_DESC,
-            limit=1,
-        )
-    assert found, f"no {kind} artifact for {experiment_name!r}"
-    return found[0]
 
 
 def stored_path(name: str, workdir: Path) -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from radas_flows._artifacts import run_logger
 from radas_flows.clusters.jobs import (
     find_jobs,
     job_client,
@@ -65,15 +65,6 @@ from {package} import SPEC
 
 raise SystemExit(main(["--spec", SPEC]))
 """
-
-
-def _logger() -> Any:
-    try:
-        from prefect import get_run_logger
-
-        return get_run_logger()
-    except Exception:  # outside a flow or task run
-        return logging.getLogger("radas_flows.clusters")
 
 
 def write_job_package(driver_spec: DriverSpec, directory: str | Path) -> Path:
@@ -161,7 +152,7 @@ def submit_cluster_run(
     import radas_flows
     from radas_flows.submission import RunHandle
 
-    logger = _logger()
+    logger = run_logger("radas_flows.clusters")
     name = spec.target.cluster
     assert name is not None, "submit_cluster_run needs a cluster target"
     cluster = get_cluster(name)
