@@ -9,7 +9,6 @@ from typing import Any
 
 from prefect import get_run_logger
 
-from radas_flows.availability import TargetCheck
 from radas_flows.escalation import (
     OutOfMemoryCapError,
     cap_failure_text,
@@ -17,7 +16,6 @@ from radas_flows.escalation import (
     format_number,
     read_trial_error,
 )
-from radas_flows.monitoring import DriverFailedError, MonitorResult, experiment_monitor
 from radas_flows.oom_rounds import (
     OomManifest,
     OomRound,
@@ -35,7 +33,9 @@ from radas_flows.oom_rounds import (
     write_manifest,
 )
 from radas_flows.spec import ExperimentSpec
-from radas_flows.submission import RunHandle, experiment_submit
+from radas_flows.stages.monitor import MonitorResult, experiment_monitor
+from radas_flows.stages.submit import experiment_submit
+from radas_flows.targets import DriverFailedError, RunHandle, TargetCheck
 from radas_flows.tuner import Tuner, trial_cpus
 
 
@@ -290,9 +290,7 @@ def follow_and_escalate(
             sibling_path(path, entry.name),
         )
         round_spec = rerun_spec(spec, [h.config for h in pending], entry.name)
-        round_handle = experiment_submit(
-            round_spec, "run", cpu, check.gpu_per_cpu, check.results_root
-        )
+        round_handle = experiment_submit(round_spec.replace(cpu_per_trial=cpu), "run", check)
         _, trials, round_aborted = _follow(round_spec, round_handle, escalate=True)
         rounds_run += 1
         _record_round(histories, entry, trials, aborted=round_aborted is not None)

@@ -62,7 +62,7 @@ def _record_figure(spec: ExperimentSpec, result: dict[str, Any]) -> None:
     """The figure as an artifact of the run, shown in the UI's Artifacts tab."""
     from radas_flows._artifacts import artifact_key, create_figure
     from radas_flows.analysis import FIGURE_STEM
-    from radas_flows.pipeline import output_dir
+    from radas_flows.stages.analyze import output_dir
 
     fig = result.get("fig")
     if fig is None:

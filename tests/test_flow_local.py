@@ -350,7 +350,7 @@ def test_a_local_ray_holding_lost_resources_is_restarted(
 ) -> None:
     import ray
 
-    from radas_flows import submission
+    from radas_flows.targets import local as submission
     from tests.prefect_reads import latest_flow_run, logs_of
 
     run(experiment_name="warm-up", param_space={"a": 1})

@@ -278,7 +278,7 @@ def test_a_secret_cannot_be_a_search_space(workdir: Path) -> None:
 
 def test_trial_errors_are_scrubbed_at_the_source(tmp_path: Path) -> None:
     """``with_secrets`` on a real Tune run: error texts and error files hold no secret."""
-    from radas_flows.submission import ensure_local_ray
+    from radas_flows.targets.local import ensure_local_ray
 
     ensure_local_ray({})
     api_key = new_secret("trial-key")

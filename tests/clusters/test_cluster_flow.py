@@ -16,16 +16,14 @@ import pytest
 from ray import tune
 
 from radas_flows import Tuner, run_experiment
-from radas_flows.availability import ClusterUnavailableError
-from radas_flows.clusters.checks import check_cluster_target
 from radas_flows.clusters.jobs import job_client
-from radas_flows.clusters.monitor import KEEP_JOB_ENV, follow_cluster_run
 from radas_flows.clusters.registry import ClusterAuthError, RegistryError, get_cluster
-from radas_flows.clusters.submit import submit_cluster_run
 from radas_flows.errors import ExperimentStateError, RadasValueError
 from radas_flows.management import get_client
 from radas_flows.spec import build_spec
-from radas_flows.submission import RunHandle, driver_spec_for
+from radas_flows.stages.submit import driver_spec_for
+from radas_flows.targets import ClusterUnavailableError, Progress
+from radas_flows.targets.cluster import KEEP_JOB_ENV, ClusterRun, ClusterTarget
 from radas_flows.trainables import SEPARATE_FILE_RULE
 from tests.clusters.helpers import import_source
 from tests.clusters.loopback_ray import RayHead
@@ -86,7 +84,7 @@ def progress_lines(job_logs: str) -> list[dict[str, Any]]:
 
 def submit_directly(
     mod: ModuleType, workdir: Path, name: str, param_space: dict[str, Any]
-) -> RunHandle:
+) -> ClusterRun:
     """Start a cluster job of an experiment without a flow following it."""
     spec = build_spec(
         user_name="erin",
@@ -97,11 +95,10 @@ def submit_directly(
         run_choice="run",
         cwd=str(workdir),
     )
-    check = check_cluster_target(spec)
-    driver_spec = driver_spec_for(
-        spec, "run", cpu_per_trial=1, gpu_per_cpu=check.gpu_per_cpu, root=check.results_root
-    )
-    return submit_cluster_run(spec, driver_spec)
+    target = ClusterTarget("loopback")
+    check = target.check(spec)
+    driver_spec = driver_spec_for(spec, "run", cpu_per_trial=1, check=check, target=target)
+    return target.submit(spec, driver_spec, submit_key=None)
 
 
 def test_cluster_run_end_to_end_with_gpu_shares(workdir: Path, ray_head: RayHead) -> None:
@@ -264,15 +261,15 @@ def test_a_crashed_monitor_stops_its_job_unless_asked_to_keep_it(
         run_with="cluster:loopback",
         cwd=str(workdir),
     )
-    logger = logging.getLogger("test-monitor")
+    progress = Progress(ExplodingArtifact(), logging.getLogger("test-monitor"))  # type: ignore[arg-type]
     try:
         monkeypatch.setenv(KEEP_JOB_ENV, "1")
         with pytest.raises(RuntimeError, match="the flow crashed"):
-            follow_cluster_run(spec, handle, ExplodingArtifact(), logger)  # type: ignore[arg-type]
+            ClusterTarget("loopback").follow(spec, handle, progress)
         assert not client.get_job_status(handle.job_id).is_terminal()
         monkeypatch.delenv(KEEP_JOB_ENV)
         with pytest.raises(RuntimeError, match="the flow crashed"):
-            follow_cluster_run(spec, handle, ExplodingArtifact(), logger)  # type: ignore[arg-type]
+            ClusterTarget("loopback").follow(spec, handle, progress)
         wait_for(lambda: client.get_job_status(handle.job_id).is_terminal(), 60, "the stop")
         assert str(client.get_job_status(handle.job_id).value) == "STOPPED"
     finally:
@@ -297,7 +294,7 @@ def test_bad_input_fails_before_submission(
             param_space=space,
             run_choice="run",
         )
-    rows = unknown.value.rows  # type: ignore[attr-defined]  # the availability table artifact
+    rows = unknown.value.rows  # the availability table artifact
     assert [(r["cluster"], r["status"], r["cpu_per_node"]) for r in rows] == [
         ("loopback", "online", "2"),
         ("offline", "offline", "4"),

@@ -8,15 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from radas_flows.clusters.monitor import (
-    KEEP_JOB_ENV,
-    PROGRESS_MARKER,
-    LogRelay,
-    keep_job_on_exit,
-    poll_interval,
+from radas_flows.clusters.job_log import LogRelay, poll_interval
+from radas_flows.clusters.job_package import (
+    JOB_STOP_ENV,
+    build_job_runtime_env,
+    write_job_package,
 )
-from radas_flows.clusters.submit import JOB_STOP_ENV, build_job_runtime_env, write_job_package
-from radas_flows.driver import DriverSpec, decode_spec
+from radas_flows.driver import PROGRESS_MARKER, DriverSpec, decode_spec
+from radas_flows.targets.cluster import KEEP_JOB_ENV, keep_job_on_exit
 
 
 def test_progress_marker_matches_the_driver() -> None:

@@ -10,9 +10,9 @@ import pytest
 from ray import tune
 
 from radas_flows import run_experiment
+from radas_flows.clusters.job_package import METADATA_SUBMIT_KEY
 from radas_flows.clusters.jobs import find_jobs, job_client
 from radas_flows.clusters.registry import get_cluster
-from radas_flows.clusters.submit import METADATA_SUBMIT_KEY
 from tests.clusters.flaky_proxy import FlakyProxy, Rule
 from tests.clusters.helpers import import_source, loopback_variant
 from tests.clusters.loopback_ray import RayHead

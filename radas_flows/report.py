@@ -1,4 +1,4 @@
-"""Stage 5, notify: the run report, emailed to ``email_notification_to_address``."""
+"""The run report: the facts the summary artifact and the email tell, and their wording."""
 
 from __future__ import annotations
 
@@ -7,25 +7,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from typing import Any
 
 from radas_flows.errors import TrialsFailedError
 from radas_flows.secrets import redact, redact_registered
-
-if TYPE_CHECKING:
-    from radas_flows.spec import ExperimentSpec
 
 __all__ = [
     "DEFAULT_NOTIFY_RETRIES",
     "DEFAULT_NOTIFY_RETRY_DELAY_S",
     "RunReport",
-    "email_notify",
     "notify_retry_settings",
-    "notify_run",
     "run_outcome",
+    "summary_markdown",
 ]
 
 #: How often a failed email is tried again (``RADAS_NOTIFY_RETRIES``).
@@ -209,84 +202,31 @@ def notify_retry_settings(environ: Mapping[str, str] | None = None) -> tuple[int
     return retries, delay
 
 
-@task(
-    name="email_notify",
-    cache_policy=NO_CACHE,
-    persist_result=False,
-    retries=DEFAULT_NOTIFY_RETRIES,
-    retry_delay_seconds=DEFAULT_NOTIFY_RETRY_DELAY_S,
-)
-def email_notify(report: RunReport) -> bool:
-    """Email the run report (the figure attached) to ``report.email_to``.
-
-    Returns:
-        False when no address is set, True once the server accepted the email.
-
-    Raises:
-        radas_flows.email.EmailSendError: The SMTP server is unreachable or refused it.
-        radas_flows.email.EmailConfigError: No SMTP server is configured.
-
-    Example:
-        ```python
-        from prefect import flow
-        from radas_flows.notification import RunReport, email_notify
-
-        @flow
-        def tell():
-            email_notify(RunReport("lr-sweep", "alice", "local", "completed",
-                                   email_to="alice@example.com"))
-        ```
-    """
-    if not report.email_to:
-        return False
-    from radas_flows.email import send_email
-
-    send_email(
-        report.email_to,
-        report.subject(),
-        report.body(),
-        attachments=list(report.attachments()) or None,
-    )
-    get_run_logger().info("Emailed the run report to %s", report.email_to)
-    return True
-
-
-def notify_run(spec: ExperimentSpec, report: RunReport) -> bool:
-    """Run the ``email_notify`` task for a finished run; never raises.
-
-    The email is tried ``1 + RADAS_NOTIFY_RETRIES`` times. When it still fails, the task run
-    ends Failed (visible in the UI), a warning says the results are safe and where they are,
-    and ``report.email_error`` holds the reason; the flow's own outcome is unchanged.
-
-    Returns:
-        True when the email was sent; False when no address is set or it failed.
-    """
-    report.email_to = spec.email_notification_to_address
-    if not report.email_to:
-        return False
-    retries, delay = notify_retry_settings()
-    logger = get_run_logger()
-    try:
-        state = email_notify.with_options(retries=retries, retry_delay_seconds=delay)(
-            report, return_state=True
-        )
-        if not state.is_failed():
-            return True
-        try:
-            state.result()
-        except Exception as e:
-            report.email_error = redact_registered(f"{type(e).__name__}: {e}")
+def summary_markdown(report: RunReport) -> str:
+    """The run's summary artifact: the report's facts, and whether the email went out."""
+    lines = [f"# {report.experiment_name}", "", f"**Outcome:** {report.state}  "]
+    lines.append(f"**Run target:** {report.target}  ")
+    if report.duration_s is not None:
+        lines.append(f"**Duration:** {report.duration_s:.1f} s  ")
+    if report.counts:
+        lines += ["", "| trial state | count |", "|---|---|"]
+        lines += [f"| {s} | {n} |" for s, n in sorted(report.counts.items())]
+    if report.best:
+        lines += ["", f"**Best {report.best['metric']}:** {report.best['value']}  "]
+        lines.append(f"**Best config:** `{redact(report.best['config'])}`")
+    if report.recommendation:
+        lines += ["", f"**Resources:** {report.recommendation}"]
+    if report.error:
+        lines += ["", f"**Error:** {report.error}"]
+    lines += ["", f"**Results:** `{report.results_path}`  "]
+    if report.csv_path:
+        lines.append(f"**Table:** `{report.csv_path}`  ")
+    if report.figure_path or report.preview_path:
+        lines.append(f"**Figure:** `{report.figure_path or report.preview_path}`  ")
+    if report.email_to:
+        if report.email_error:
+            lines += ["", f"**Email to {report.email_to}: not sent** ({report.email_error})."]
+            lines.append("Only the email failed; the results above are stored.")
         else:
-            report.email_error = redact_registered(state.message or "the email task failed")
-    except Exception as e:  # the task could not even be started
-        report.email_error = redact_registered(f"{type(e).__name__}: {e}")
-    where = report.results_path or "nowhere (nothing ran)"
-    logger.warning(
-        "The run report could not be emailed to %s after %d tries: %s. Only the email failed: "
-        "the results are stored in %s.",
-        report.email_to,
-        retries + 1,
-        report.email_error,
-        where,
-    )
-    return False
+            lines += ["", f"**Email:** sent to {report.email_to}"]
+    return redact_registered("\n".join(lines) + "\n")

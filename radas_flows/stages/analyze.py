@@ -1,0 +1,61 @@
+"""Stage 5, analyze: the results DataFrame, the figure, and the results table artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from radas_flows._artifacts import artifact_key, create_table
+from radas_flows.analysis import AnalysisResult, analyze_results
+from radas_flows.secrets import redact
+from radas_flows.spec import ExperimentSpec
+from radas_flows.tuner import Tuner
+
+__all__ = ["best_of", "output_dir", "results_analyze"]
+
+
+def output_dir(spec: ExperimentSpec, results_path: str) -> str:
+    """Where the CSV and figure go: beside the results, or a local cache for remote storage."""
+    if "://" not in results_path:
+        return results_path
+    return str(Path.home() / ".cache" / "radas" / spec.user_name / spec.full_name)
+
+
+@task(name="results_analyze", cache_policy=NO_CACHE, persist_result=False)
+def results_analyze(spec: ExperimentSpec, tuner: Tuner | None, results_path: str) -> AnalysisResult:
+    """Build the DataFrame and figure (reading stored results back for analyze-only runs)."""
+    logger = get_run_logger()
+    if tuner is None:
+        tuner = Tuner.from_path(results_path)
+        logger.info("Read %d stored trials back from %s", tuner.num_trials, results_path)
+    analysis = analyze_results(tuner, spec.analysis, output_dir(spec, results_path))
+    if analysis.csv_path:
+        logger.info("Results table: %s", analysis.csv_path)
+    if analysis.figure_path:
+        logger.info("Figure: %s", analysis.figure_path)
+    df = analysis.df
+    if hasattr(df, "head") and len(df):
+        create_table(
+            artifact_key("results", spec.user_name, spec.experiment_name),
+            df.head(50).astype(str).to_dict(orient="records"),
+            f"Results of {spec.experiment_name!r} (first 50 rows)",
+        )
+    return analysis
+
+
+def best_of(tuner: Tuner, spec: ExperimentSpec) -> dict[str, Any] | None:
+    """The best trial's config and metric, when a metric and mode are known."""
+    tune_config = spec.tuner_init_kwargs.get("tune_config")
+    metric = getattr(tune_config, "metric", None)
+    mode = getattr(tune_config, "mode", None)
+    if not metric or not mode:
+        return None
+    try:
+        best = tuner.get_results().get_best_result(metric=metric, mode=mode)
+    except Exception:  # no trial reported the metric
+        return None
+    config = redact(dict(best.config or {}))
+    return {"metric": metric, "value": best.metrics.get(metric), "config": config}

@@ -1,0 +1,197 @@
+"""Following a cluster job: status and log polling, results read back, the stop policy."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from radas_flows.clusters.job_log import LogRelay, poll_interval, tail
+from radas_flows.clusters.jobs import job_client, with_retries
+from radas_flows.clusters.registry import get_cluster
+from radas_flows.errors import ExperimentStateError
+from radas_flows.targets.base import DriverFailedError, Progress, RunHandle
+
+if TYPE_CHECKING:
+    from radas_flows.tuner import Tuner
+
+__all__ = ["KEEP_JOB_ENV", "ClusterRun", "follow_job", "keep_job_on_exit", "stop_job"]
+
+KEEP_JOB_ENV = "RADAS_KEEP_JOB_ON_EXIT"
+"""Set to ``1`` to leave a submitted job running when the flow is cancelled or crashes."""
+
+# Status and log calls survive about two minutes of cluster outage before the flow gives up.
+_ATTEMPTS, _BACKOFF, _MAX_BACKOFF = 10, 1.0, 20.0
+
+
+@dataclass
+class ClusterRun(RunHandle):
+    """A Ray job on a named cluster."""
+
+    job_id: str = ""
+    cluster: str = ""
+    user_name: str = ""
+
+    @property
+    def stop_command(self) -> str:
+        return f"radas stop {self.job_id} --cluster {self.cluster} --user {self.user_name}"
+
+
+def keep_job_on_exit() -> bool:
+    """Whether a job must keep running when the flow ends early (``RADAS_KEEP_JOB_ON_EXIT=1``).
+
+    Example:
+        >>> keep_job_on_exit()  # doctest: +SKIP
+        False
+    """
+    return os.environ.get(KEEP_JOB_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def follow_job(
+    handle: ClusterRun, progress: Progress, *, on_exit: Callable[[BaseException], None]
+) -> Tuner:
+    """Follow a cluster job to its end and read its results back.
+
+    Polls the job's status and log (transient API failures are retried with backoff; the job
+    is never resubmitted), relays the log into the run's log (see
+    :class:`~radas_flows.clusters.job_log.LogRelay`), turns the driver's progress lines into
+    progress updates, and reads the stored results once the job ends. If following stops
+    early (the flow is cancelled, crashes, or the cluster stays unreachable), ``on_exit``
+    gets the reason before it is raised again.
+
+    Raises:
+        DriverFailedError: The job failed (the message holds the end of its log).
+        ExperimentStateError: The job was stopped by someone else, or no results are stored.
+    """
+    from radas_flows.tuner import Tuner
+
+    job_id, name, logger = handle.job_id, handle.cluster, progress.logger
+    cluster = get_cluster(name)
+    client = job_client(cluster)
+    relay = LogRelay()
+    offset = 0
+    status_value = ""
+    logs = ""
+
+    def on_retry(attempt: int, error: BaseException, delay: float) -> None:
+        logger.warning(
+            "cluster %r did not answer (%s: %s); retrying in %.0f s (attempt %d)",
+            name,
+            type(error).__name__,
+            error,
+            delay,
+            attempt,
+        )
+
+    def retry(call: Any) -> Any:
+        return with_retries(call, _ATTEMPTS, _BACKOFF, max_backoff=_MAX_BACKOFF, on_retry=on_retry)
+
+    try:
+        while True:
+            status = retry(lambda: client.get_job_status(job_id))
+            logs = retry(lambda: client.get_job_logs(job_id))
+            if len(logs) < offset:  # the log was replaced; relay it again from the start
+                offset = 0
+            items = relay.feed(logs[offset:])
+            offset = len(logs)
+            terminal = status.is_terminal()
+            if terminal:
+                items += relay.flush()
+            for item in items:
+                if isinstance(item, str):
+                    logger.info("[job] %s", item)
+                else:
+                    progress.update(item)
+            status_value = str(status.value)
+            if terminal:
+                break
+            time.sleep(poll_interval(len(logs)))
+    except BaseException as e:
+        on_exit(e)
+        raise
+
+    if status_value == "FAILED":
+        info = retry(lambda: client.get_job_info(job_id))
+        raise DriverFailedError(
+            f"Job {job_id} on cluster {name!r} failed: {info.error_type or 'error'}. The end of "
+            f"its log:\n{tail(logs)}\nWhatever finished is stored in {handle.experiment_path}; "
+            "after fixing the cause, continue with run_choice='restore'."
+        )
+    if status_value == "STOPPED" and not handle.stop_requested:
+        raise ExperimentStateError(
+            f"Job {job_id} on cluster {name!r} was stopped before it finished (by `radas stop`, "
+            f"stop_job_by_id or the Ray dashboard). What finished is stored in "
+            f"{handle.experiment_path}: continue with run_choice='restore', or look at it with "
+            "dos=['analyze']."
+        )
+    if status_value == "SUCCEEDED":
+        progress.done()
+    try:
+        return Tuner.from_path(
+            handle.experiment_path, storage_filesystem=handle.driver_spec.storage_filesystem
+        )
+    except Exception as e:
+        raise ExperimentStateError(
+            f"Job {job_id} on cluster {name!r} ended {status_value}, but no results can be read "
+            f"from {handle.experiment_path} ({type(e).__name__}: {e}). The cluster's results_root "
+            f"({cluster.results_root or 'the local results root'}) must be reachable from here "
+            f"at the same path, or be an s3:// URI; fix results_root in the [{name}] table of "
+            f"{cluster.source}."
+        ) from e
+
+
+def stop_job(handle: ClusterRun, logger: Any, reason: BaseException) -> None:
+    """Stop the job when following it ended early, unless it must be left running.
+
+    A job this flow only attached to keeps running, and so does every job when
+    ``RADAS_KEEP_JOB_ON_EXIT=1``.
+    """
+    job_id, name, stop = handle.job_id, handle.cluster, handle.stop_command
+    why = f"{type(reason).__name__}: {reason}" if str(reason) else type(reason).__name__
+    if handle.attached:
+        logger.warning(
+            "Stopped following job %s on cluster %r (%s); it was already running before this "
+            "flow attached to it and keeps running. Stop it with `%s`.",
+            job_id,
+            name,
+            why,
+            stop,
+        )
+        return
+    if keep_job_on_exit():
+        logger.warning(
+            "Stopped following job %s on cluster %r (%s); %s=1, so it keeps running. Follow it "
+            "with run_choice='attach', or stop it with `%s`.",
+            job_id,
+            name,
+            why,
+            KEEP_JOB_ENV,
+            stop,
+        )
+        return
+    try:
+        client = job_client(get_cluster(name))
+        stopped = with_retries(lambda: client.stop_job(job_id), attempts=3, backoff=0.5)
+    except Exception as stop_error:
+        logger.error(
+            "Following job %s on cluster %r ended early (%s) and the job could not be stopped "
+            "(%s): stop it with `%s`.",
+            job_id,
+            name,
+            why,
+            stop_error,
+            stop,
+        )
+        return
+    logger.warning(
+        "Following job %s on cluster %r ended early (%s); the job was %s so that it does not "
+        "run unattended (set %s=1 to keep jobs running). Continue it later with "
+        "run_choice='restore'.",
+        job_id,
+        name,
+        why,
+        "stopped" if stopped else "already finished",
+        KEEP_JOB_ENV,
+    )

@@ -1,0 +1,260 @@
+"""The local target: the driver in a thread of this process, on a private local Ray."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from radas_flows._artifacts import run_logger
+from radas_flows.core import local_cpus, local_gpus
+from radas_flows.errors import RadasError, RadasValueError
+from radas_flows.targets.base import (
+    DriverFailedError,
+    Progress,
+    RunHandle,
+    TargetCheck,
+)
+
+if TYPE_CHECKING:
+    from radas_flows.driver import DriverSpec
+    from radas_flows.spec import ExperimentSpec
+    from radas_flows.tuner import Tuner
+
+__all__ = ["RELEASE_WAIT_S", "LocalRun", "LocalTarget", "ensure_local_ray", "held_resources"]
+
+POLL_SECONDS = 1.0
+
+#: How long a local Ray may take to release the resources of the runs that ended before it.
+RELEASE_WAIT_S = 30.0
+
+_ray_env_lock = threading.RLock()
+_our_ray_runtime_env: dict[str, Any] | None = None
+_local_threads: list[threading.Thread] = []
+
+
+@dataclass
+class LocalRun(RunHandle):
+    """A driver running in a thread of this process."""
+
+    thread: threading.Thread | None = None
+    results: Any = None  # Tune's ResultGrid, once the driver returned
+    error: BaseException | None = None  # what the driver raised
+
+
+class LocalTarget:
+    """This machine: an embedded, private local Ray (see :func:`ensure_local_ray`)."""
+
+    name = "local"
+
+    def check(self, spec: ExperimentSpec) -> TargetCheck:
+        cpus, gpus = local_cpus(), local_gpus()
+        row = {
+            "cluster": "local",
+            "status": "online",
+            "cpus_total": cpus,
+            "gpus_total": gpus,
+            "hint": "this machine (embedded local Ray)",
+        }
+        return TargetCheck("local", True, cpus, gpus, float(cpus), 0.0, None, [row])
+
+    def driver_trainable(self, spec: ExperimentSpec) -> Any:
+        return spec.trainable
+
+    def submit(
+        self, spec: ExperimentSpec, driver_spec: DriverSpec, *, submit_key: str | None
+    ) -> LocalRun:
+        from radas_flows.driver import run_driver
+
+        handle = LocalRun(
+            run_id=driver_spec.run_id,
+            experiment_path=driver_spec.experiment_path,
+            driver_spec=driver_spec,
+        )
+
+        def target() -> None:
+            try:
+                handle.results = run_driver(driver_spec)
+            except BaseException as e:  # handed to follow(), which raises it in the flow
+                handle.error = e
+
+        handle.thread = threading.Thread(
+            target=target, name=f"radas-driver-{handle.run_id}", daemon=True
+        )
+        with _ray_env_lock:  # another run's check must see this one
+            ensure_local_ray(spec.runtime_env)
+            handle.thread.start()
+            _local_threads.append(handle.thread)
+        run_logger(__name__).info(
+            "Started %s of %r on local Ray (pid %d) with %s per trial; results: %s",
+            driver_spec.mode,
+            spec.experiment_name,
+            os.getpid(),
+            driver_spec.resources,
+            handle.experiment_path,
+        )
+        return handle
+
+    def attach(self, spec: ExperimentSpec, check: TargetCheck, logger: Any) -> RunHandle | None:
+        raise RadasValueError(  # spec validation refuses this first; kept for direct callers
+            f"run_choice={spec.run_choice!r} only applies to cluster runs: a local run lives in "
+            "its own process, so there is no job to attach to or stop."
+        )
+
+    def follow(self, spec: ExperimentSpec, handle: RunHandle, progress: Progress) -> Tuner:
+        """Wait for the driver thread, updating progress as trials end."""
+        from radas_flows._tune_callbacks import PROGRESS
+        from radas_flows.tuner import Tuner
+
+        assert isinstance(handle, LocalRun) and handle.thread is not None
+        while handle.thread.is_alive():
+            handle.thread.join(timeout=POLL_SECONDS)
+            update = PROGRESS.get(handle.run_id)
+            if update:
+                progress.update(update)
+        PROGRESS.pop(handle.run_id, None)
+        if handle.error is not None:
+            error = handle.error
+            raise DriverFailedError(
+                f"Ray Tune could not run the experiment: {type(error).__name__}: {error}. "
+                f"Whatever finished is stored in {handle.experiment_path}; after fixing the "
+                "cause, continue with run_choice='restore'."
+            ) from error
+        progress.done()
+        return Tuner(handle.results, experiment_path=handle.experiment_path)
+
+    def stop(self, handle: RunHandle, logger: Any, reason: BaseException) -> None:
+        """Nothing to stop: the driver thread ends with this process (Tune saves as it goes)."""
+
+
+def local_ray_runtime_env(runtime_env: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a user runtime_env that apply to a local Ray."""
+    return {
+        k: v for k, v in runtime_env.items() if k in ("env_vars", "py_modules", "py_executable")
+    }
+
+
+def ensure_local_ray(runtime_env: dict[str, Any]) -> None:
+    """Start a private local Ray (never attaching to another cluster), reusing ours if it fits.
+
+    A Ray started by the caller is used as it is.
+    """
+    import ray
+
+    wanted = local_ray_runtime_env(runtime_env)
+    with _ray_env_lock:
+        if ray.is_initialized():
+            if _our_ray_runtime_env is None:
+                return
+            if _our_ray_runtime_env != wanted and _live_local_threads():
+                raise RadasError(  # values are not shown: env_vars may hold secrets
+                    "Another local run in this process uses the local Ray with a different "
+                    "runtime_env (a local Ray has one). Wait for the other run to finish, give "
+                    "both the same runtime_env, or run one of them on a cluster."
+                )
+            if _our_ray_runtime_env == wanted and not _held_with_no_run_of_ours():
+                return
+            ray.shutdown()  # ours, with another runtime_env or holding lost resources: restart
+        _in_ray_owner_thread(lambda: _init_local_ray(wanted))
+
+
+def held_resources() -> dict[str, float]:
+    """CPUs and GPUs of the connected Ray that something holds now."""
+    import ray
+
+    total, available = ray.cluster_resources(), ray.available_resources()
+    held = {k: total.get(k, 0.0) - available.get(k, 0.0) for k in ("CPU", "GPU")}
+    return {k: v for k, v in held.items() if v > 1e-6}
+
+
+def _live_local_threads() -> list[threading.Thread]:
+    _local_threads[:] = [t for t in _local_threads if t.is_alive()]
+    return _local_threads
+
+
+def _held_with_no_run_of_ours() -> bool:
+    """True when our local Ray keeps resources although no radas run uses it.
+
+    A trial that dies abnormally (a worker failing under a memory limit) can leave its CPU
+    reserved; the next run, or the next out-of-memory round that needs every CPU, would then
+    wait forever. Only checked while no driver of ours runs in this process, so a restart
+    loses nothing: finished runs are in storage.
+    """
+    if _live_local_threads():
+        return False
+    deadline = time.monotonic() + RELEASE_WAIT_S
+    held = held_resources()
+    while held and time.monotonic() < deadline:
+        time.sleep(0.5)
+        held = held_resources()
+    if held:
+        run_logger(__name__).warning(
+            "The local Ray still holds %s although no radas run is using it; restarting it",
+            ", ".join(f"{v:g} {k}" for k, v in sorted(held.items())),
+        )
+        return True
+    return False
+
+
+def _init_local_ray(wanted: dict[str, Any]) -> None:
+    global _our_ray_runtime_env
+    import ray
+
+    gpus = local_gpus()
+    ray.init(
+        address="local",
+        num_cpus=local_cpus(),
+        num_gpus=gpus or None,
+        include_dashboard=False,
+        runtime_env=wanted or None,
+        logging_level=logging.WARNING,
+    )
+    if _our_ray_runtime_env is None:
+        import atexit
+
+        # Registered after Ray's own handler, so it runs first: the driver disconnects
+        # before Ray's processes go away (otherwise exit waits for a lost GCS).
+        atexit.register(_shutdown_our_ray)
+    _our_ray_runtime_env = wanted
+
+
+_owner_calls: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+_owner_thread: threading.Thread | None = None
+
+
+def _in_ray_owner_thread(fn: Callable[[], Any]) -> Any:
+    """Run ``fn`` in one thread that lives as long as the process.
+
+    Ray's raylet and GCS get the parent-death signal when the *thread* that started them
+    exits (Linux PR_SET_PDEATHSIG), so a local Ray started from a short-lived thread (a flow
+    run inside ``asyncio.to_thread``) would be killed as soon as that thread ends.
+    """
+    global _owner_thread
+    if _owner_thread is None or not _owner_thread.is_alive():
+
+        def serve() -> None:
+            while True:
+                call, done = _owner_calls.get()
+                try:
+                    done.set_result(call())
+                except BaseException as e:
+                    done.set_exception(e)
+
+        _owner_thread = threading.Thread(target=serve, name="radas-ray-owner", daemon=True)
+        _owner_thread.start()
+    done: Future[Any] = Future()
+    _owner_calls.put((fn, done))
+    return done.result()
+
+
+def _shutdown_our_ray() -> None:
+    import ray
+
+    if _our_ray_runtime_env is not None and ray.is_initialized():
+        ray.shutdown()
