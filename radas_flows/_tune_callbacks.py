@@ -7,7 +7,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from radas_flows.driver import PROGRESS_MARKER
+from radas_flows.targets.base import PROGRESS_MARKER
 
 # Latest progress of the runs in this process, keyed by run id (read by the local monitor).
 PROGRESS: dict[str, dict[str, Any]] = {}

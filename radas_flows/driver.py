@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 SUMMARY_FILE = "radas_summary.json"
-#: Prefix of the progress lines a cluster job's driver prints (read back from the job log).
-PROGRESS_MARKER = "[radas-progress] "
 
 
 @dataclass

@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from radas_flows.driver import PROGRESS_MARKER
+from radas_flows.targets.base import PROGRESS_MARKER
 
 __all__ = ["LogRelay", "poll_interval", "tail"]
 

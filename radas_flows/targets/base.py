@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from radas_flows.tuner import Tuner
 
 __all__ = [
+    "PROGRESS_MARKER",
     "ClusterUnavailableError",
     "DriverFailedError",
     "Progress",
@@ -23,6 +24,9 @@ __all__ = [
     "TargetCheck",
     "progress_percent",
 ]
+
+#: Prefix of the progress lines a cluster job's driver prints (read back from the job log).
+PROGRESS_MARKER = "[radas-progress] "
 
 
 class ClusterUnavailableError(RadasError):

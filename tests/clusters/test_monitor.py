@@ -14,7 +14,8 @@ from radas_flows.clusters.job_package import (
     build_job_runtime_env,
     write_job_package,
 )
-from radas_flows.driver import PROGRESS_MARKER, DriverSpec, decode_spec
+from radas_flows.driver import DriverSpec, decode_spec
+from radas_flows.targets.base import PROGRESS_MARKER
 from radas_flows.targets.cluster import KEEP_JOB_ENV, keep_job_on_exit
 
 
