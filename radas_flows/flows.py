@@ -26,17 +26,18 @@ def run_tags(spec: ExperimentSpec) -> list[str]:
     """The tags of an experiment's flow run and task runs: user, cluster and experiment.
 
     Example:
-        >>> from types import SimpleNamespace
-        >>> spec = SimpleNamespace(user_name="u", experiment_name="lr",
-        ...                        target=SimpleNamespace(cluster=None))
+        >>> from radas_flows.spec import build_spec
+        >>> spec = build_spec(user_name="u", experiment_name="lr", trainable=lambda c: {},
+        ...                   param_space={}, run_with="cluster:gpu-a", cwd="/p")
         >>> run_tags(spec)
-        ['radas', 'user:u', 'cluster:local', 'experiment:lr']
+        ['radas', 'user:u', 'cluster:gpu-a', 'experiment:lr']
     """
-    cluster = spec.target.cluster or "local"
+    from radas_flows.targets import target_for
+
     return [
         "radas",
         f"user:{spec.user_name}",
-        f"cluster:{cluster}",
+        f"cluster:{target_for(spec).name}",
         f"experiment:{spec.experiment_name}",
     ]
 

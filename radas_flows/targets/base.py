@@ -118,6 +118,8 @@ class Target(Protocol):
     The stages call only these methods; nothing outside a target asks where a run goes.
     """
 
+    name: str  # what tags and reports call it: "local", or the cluster's name
+
     def check(self, spec: ExperimentSpec) -> TargetCheck:
         """Is the target there, with room for one trial? Raise ClusterUnavailableError if not."""
         ...
