@@ -17,6 +17,7 @@ from radas_flows.escalation import (
     format_number,
     read_trial_error,
 )
+from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.monitoring import DriverFailedError, MonitorResult, experiment_monitor
 from radas_flows.oom_rounds import (
     OomManifest,
@@ -34,7 +35,6 @@ from radas_flows.oom_rounds import (
     sibling_path,
     write_manifest,
 )
-from radas_flows.spec import ExperimentSpec
 from radas_flows.submission import RunHandle, experiment_submit
 from radas_flows.tuner import Tuner, trial_cpus
 

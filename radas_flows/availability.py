@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from radas_flows._artifacts import artifact_key, create_table
 from radas_flows.core import local_cpus, local_gpus
 from radas_flows.errors import RadasError
-from radas_flows.spec import ExperimentSpec
+from radas_flows.inputs.spec import ExperimentSpec
 
 
 class ClusterUnavailableError(RadasError):

@@ -8,18 +8,18 @@ from typing import Annotated, Any, Literal
 from prefect import flow, tags
 from pydantic import Field
 
-from radas_flows.parameters import (
-    RUN_WITH_PATTERN,
+from radas_flows.inputs.flow_params import (
     FunctionParameter,
-    ParamSpace,
-    PlotSettings,
     PythonObjectsParameter,
     TrainableParameter,
-    TunerSettings,
     spec_arguments,
 )
+from radas_flows.inputs.plot_settings import PlotSettings
+from radas_flows.inputs.rules import RUN_WITH_PATTERN
+from radas_flows.inputs.space import ParamSpace
+from radas_flows.inputs.spec import ExperimentSpec, build_spec
+from radas_flows.inputs.tuner_settings import TunerSettings
 from radas_flows.pipeline import run_spec
-from radas_flows.spec import ExperimentSpec, build_spec
 
 
 def run_tags(spec: ExperimentSpec) -> list[str]:

@@ -12,7 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from radas_flows._artifacts import ProgressArtifact, artifact_key
 from radas_flows.errors import RadasError
-from radas_flows.spec import ExperimentSpec
+from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.submission import RunHandle
 from radas_flows.tuner import Tuner
 

@@ -16,7 +16,7 @@ from radas_flows.errors import TrialsFailedError
 from radas_flows.secrets import redact, redact_registered
 
 if TYPE_CHECKING:
-    from radas_flows.spec import ExperimentSpec
+    from radas_flows.inputs.spec import ExperimentSpec
 
 __all__ = [
     "DEFAULT_NOTIFY_RETRIES",

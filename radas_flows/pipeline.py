@@ -15,11 +15,11 @@ from radas_flows._rerun import EscalationResult, follow_and_escalate
 from radas_flows.analysis import AnalysisResult, analyze_results
 from radas_flows.availability import cluster_check
 from radas_flows.core import experiment_path
+from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.notification import RunReport, notify_run, run_outcome
 from radas_flows.oom_rounds import OomManifest, max_oom_rounds, read_manifest, remove_rounds
 from radas_flows.run_choice import decide_mode, experiment_exists
 from radas_flows.secrets import redact, redact_registered, scrub_exception
-from radas_flows.spec import ExperimentSpec
 from radas_flows.submission import experiment_submit
 from radas_flows.tuner import Tuner
 

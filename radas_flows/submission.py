@@ -20,7 +20,8 @@ from radas_flows._artifacts import run_logger
 from radas_flows.core import experiment_path, local_cpus, local_gpus, results_root
 from radas_flows.driver import DriverSpec
 from radas_flows.errors import RadasError
-from radas_flows.spec import ExperimentSpec
+from radas_flows.inputs.runtime_env import local_runtime_env
+from radas_flows.inputs.spec import ExperimentSpec
 
 _ray_env_lock = threading.RLock()
 _our_ray_runtime_env: dict[str, Any] | None = None
@@ -41,13 +42,6 @@ class RunHandle:
     cluster: str | None = None
 
 
-def local_ray_runtime_env(runtime_env: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a user runtime_env that apply to a local Ray."""
-    return {
-        k: v for k, v in runtime_env.items() if k in ("env_vars", "py_modules", "py_executable")
-    }
-
-
 def ensure_local_ray(runtime_env: dict[str, Any]) -> None:
     """Start a private local Ray (never attaching to another cluster), reusing ours if it fits.
 
@@ -55,7 +49,7 @@ def ensure_local_ray(runtime_env: dict[str, Any]) -> None:
     """
     import ray
 
-    wanted = local_ray_runtime_env(runtime_env)
+    wanted = local_runtime_env(runtime_env)
     with _ray_env_lock:
         if ray.is_initialized():
             if _our_ray_runtime_env is None:

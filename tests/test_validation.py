@@ -11,12 +11,8 @@ import pytest
 
 from radas_flows import run_experiment
 from radas_flows.errors import RadasValueError
-from radas_flows.spec import (
-    build_spec,
-    check_dos,
-    parse_run_with,
-    sanitize_experiment_name,
-)
+from radas_flows.inputs.rules import parse_run_with
+from radas_flows.inputs.spec import build_spec, check_dos, sanitize_experiment_name
 from tests.trainables_for_tests import returning
 
 

@@ -15,7 +15,7 @@ from radas_flows.errors import ExperimentStateError
 
 if TYPE_CHECKING:
     from radas_flows.availability import TargetCheck
-    from radas_flows.spec import ExperimentSpec
+    from radas_flows.inputs.spec import ExperimentSpec
     from radas_flows.submission import RunHandle
 
 __all__ = ["STOP_TIMEOUT_S", "attach_running_job", "experiment_attach"]

@@ -13,10 +13,12 @@ from radas_flows.clusters.availability import (
 from radas_flows.clusters.jobs import job_client, merge_runtime_env
 from radas_flows.clusters.registry import ClusterConfig, RegistryError, get_cluster, load_registry
 from radas_flows.errors import RadasValueError
+from radas_flows.inputs.references import SEPARATE_FILE_RULE
+from radas_flows.inputs.rules import check_cpu_per_trial, cpu_cap_name
 
 if TYPE_CHECKING:
     from radas_flows.availability import TargetCheck
-    from radas_flows.spec import ExperimentSpec
+    from radas_flows.inputs.spec import ExperimentSpec
 
 __all__ = ["check_cluster_target", "check_trainable_for_cluster"]
 
@@ -30,8 +32,6 @@ def check_trainable_for_cluster(spec: ExperimentSpec) -> str:
     Raises:
         RadasValueError: The trainable is not importable by reference.
     """
-    from radas_flows.trainables import SEPARATE_FILE_RULE
-
     if spec.trainable_ref is None:
         name = getattr(spec.trainable, "__qualname__", None) or repr(spec.trainable)
         module = getattr(spec.trainable, "__module__", None)
@@ -92,7 +92,6 @@ def check_cluster_target(spec: ExperimentSpec) -> TargetCheck:
     """
     from radas_flows.availability import TargetCheck
     from radas_flows.core import results_root
-    from radas_flows.spec import check_cpu_per_trial
 
     name = spec.target.cluster
     assert name is not None, "check_cluster_target needs a cluster target"
@@ -113,7 +112,7 @@ def check_cluster_target(spec: ExperimentSpec) -> TargetCheck:
             f"list, or try again later.\n\n{text}",
             rows,
         )
-    check_cpu_per_trial(spec.cpu_per_trial, float(cluster.cpu_per_node), f"cpu_per_node of {name}")
+    check_cpu_per_trial(spec.cpu_per_trial, float(cluster.cpu_per_node), cpu_cap_name(spec.target))
     job_client(cluster)  # the token is read and checked here, before any submission
     return TargetCheck(
         target=str(spec.target),

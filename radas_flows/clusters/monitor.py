@@ -14,7 +14,7 @@ from radas_flows.errors import ExperimentStateError
 
 if TYPE_CHECKING:
     from radas_flows._artifacts import ProgressArtifact
-    from radas_flows.spec import ExperimentSpec
+    from radas_flows.inputs.spec import ExperimentSpec
     from radas_flows.submission import RunHandle
     from radas_flows.tuner import Tuner
 

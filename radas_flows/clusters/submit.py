@@ -20,7 +20,7 @@ from radas_flows.errors import ExperimentStateError
 
 if TYPE_CHECKING:
     from radas_flows.driver import DriverSpec
-    from radas_flows.spec import ExperimentSpec
+    from radas_flows.inputs.spec import ExperimentSpec
     from radas_flows.submission import RunHandle
 
 __all__ = [

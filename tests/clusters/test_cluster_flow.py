@@ -23,10 +23,10 @@ from radas_flows.clusters.monitor import KEEP_JOB_ENV, follow_cluster_run
 from radas_flows.clusters.registry import ClusterAuthError, RegistryError, get_cluster
 from radas_flows.clusters.submit import submit_cluster_run
 from radas_flows.errors import ExperimentStateError, RadasValueError
+from radas_flows.inputs.references import SEPARATE_FILE_RULE
+from radas_flows.inputs.spec import build_spec
 from radas_flows.management import get_client
-from radas_flows.spec import build_spec
 from radas_flows.submission import RunHandle, driver_spec_for
-from radas_flows.trainables import SEPARATE_FILE_RULE
 from tests.clusters.helpers import import_source
 from tests.clusters.loopback_ray import RayHead
 
