@@ -8,7 +8,7 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from radas_flows.core import local_cpus
 from radas_flows.errors import RadasValueError
@@ -30,10 +30,15 @@ from radas_flows.inputs.rules import (
     supported_plot_formats,
 )
 from radas_flows.inputs.runtime_env import check_runtime_env
+from radas_flows.secret_refs import separate_secrets
 
-RUN_CHOICES: tuple[str, ...] = ("run", "restore", "attach", "stop_attach")
+#: What ``run_choice`` may say when the experiment exists (``None``: ask).
+RunChoice = Literal["run", "restore", "attach", "stop_attach"]
+#: The phases ``dos`` may list.
+Phase = Literal["run", "analyze"]
+RUN_CHOICES: tuple[str, ...] = get_args(RunChoice)
 CLUSTER_ONLY_RUN_CHOICES: tuple[str, ...] = ("attach", "stop_attach")
-DOS: tuple[str, ...] = ("run", "analyze")
+DOS: tuple[str, ...] = get_args(Phase)
 TUNER_INIT_KWARGS: tuple[str, ...] = ("tune_config", "run_config")
 _EMAIL_RE = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
 
@@ -261,8 +266,6 @@ def build_spec(
     choice = check_run_choice(run_choice, target)
     trainable_obj, trainable_ref = check_trainable(trainable, cwd=cwd)
     env = check_runtime_env(_check_dict("runtime_env", runtime_env), local=target.is_local)
-    from radas_flows.secret_refs import separate_secrets
-
     space, secrets = separate_secrets(_check_dict("param_space", param_space))
     tik = check_tuner_init_kwargs(tuner_init_kwargs)
     cap: float | None = cpu_cap
