@@ -97,8 +97,8 @@ def nightly_parameters(
 def validate_preset(params: dict[str, Any]) -> None:
     """Validate one night's parameters exactly as the ``radas`` flow will, before any run."""
     from radas_flows.flows import radas
-    from radas_flows.parameters import spec_arguments
-    from radas_flows.spec import build_spec
+    from radas_flows.inputs.flow_params import spec_arguments
+    from radas_flows.inputs.spec import build_spec
 
     validated = radas.validate_parameters(params)
     validated["dos"] = validated.get("dos") or ["run", "analyze"]

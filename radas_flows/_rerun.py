@@ -16,6 +16,7 @@ from radas_flows.escalation import (
     format_number,
     read_trial_error,
 )
+from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.oom_rounds import (
     OomManifest,
     OomRound,
@@ -32,7 +33,6 @@ from radas_flows.oom_rounds import (
     sibling_path,
     write_manifest,
 )
-from radas_flows.spec import ExperimentSpec
 from radas_flows.stages.monitor import MonitorResult, experiment_monitor
 from radas_flows.stages.submit import experiment_submit
 from radas_flows.targets import DriverFailedError, RunHandle, TargetCheck

@@ -10,32 +10,11 @@ from typing import TYPE_CHECKING, Any
 from radas_flows.errors import RadasError
 
 if TYPE_CHECKING:
-    from radas_flows.spec import AnalysisOptions
+    from radas_flows.inputs.plot_settings import AnalysisOptions
     from radas_flows.tuner import Tuner
 
 RESULTS_CSV = "radas_results.csv"
 FIGURE_STEM = "radas_figure"
-
-
-def default_tuner_to_df_fn(tuner: Tuner) -> Any:
-    """``tuner.get_brief_dataframe()``: every reported row, without Tune's bookkeeping columns."""
-    return tuner.get_brief_dataframe()
-
-
-def default_process_df_fn(df: Any) -> Any:
-    """Return the DataFrame unchanged."""
-    return df
-
-
-def default_process_sns_fn(sns: Any) -> Any:
-    """Give seaborn a clean white-grid theme that reads well in reports and emails."""
-    sns.set_theme(style="whitegrid", context="notebook")
-    return sns
-
-
-def default_process_g_fn(g: Any) -> Any:
-    """Return the plot object unchanged."""
-    return g
 
 
 @dataclass

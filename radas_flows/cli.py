@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from collections.abc import Sequence
 
 from radas_flows.errors import RadasError
+from radas_flows.inputs.rules import current_user_name
 
 __all__ = ["build_parser", "main"]
 
 
 def _default_user() -> str:
     try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no user name in the environment or password database
+        return current_user_name()
+    except RuntimeError:  # no user name in the environment or password database
         return "user"
 
 

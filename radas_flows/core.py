@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from radas_flows.errors import RadasValueError
+from radas_flows.inputs.rules import check_user_name, current_user_name
 
 RESULTS_ROOT_ENV = "RADAS_RESULTS_ROOT"
 LOCAL_CPUS_ENV = "RADAS_LOCAL_NUM_CPUS"
@@ -17,28 +18,6 @@ def results_root() -> str:
     if "://" in root:
         return root.rstrip("/")
     return str(Path(root).expanduser().resolve())
-
-
-def check_user_name(user_name: object) -> str:
-    """Return ``user_name`` when it is safe as one path component, else raise RadasValueError.
-
-    Example:
-        >>> check_user_name("yuhang")
-        'yuhang'
-    """
-    from radas_flows.data import validate_user_name
-
-    try:
-        return validate_user_name(user_name)
-    except (TypeError, ValueError) as e:
-        raise RadasValueError(str(e)) from e
-
-
-def current_user_name() -> str:
-    """The login name of the current user, as radas uses it by default."""
-    import getpass
-
-    return getpass.getuser()
 
 
 def get_ray_results_dir(user_name: str | None = None) -> str:

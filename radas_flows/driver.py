@@ -116,7 +116,7 @@ def build_run_config(spec: DriverSpec, callbacks: list[Any]) -> Any:
 
 def resolve_trainable(trainable: Any) -> Any:
     if isinstance(trainable, str):
-        from radas_flows.trainables import resolve_trainable_reference
+        from radas_flows.inputs.references import resolve_trainable_reference
 
         return resolve_trainable_reference(trainable, cwd=os.getcwd())
     return trainable

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from radas_flows.analysis import (
+from radas_flows.inputs.plot_settings import (
     default_process_df_fn,
     default_process_g_fn,
     default_process_sns_fn,
@@ -95,7 +95,7 @@ async def run_experiment(
         >>> results["df"][["config/a", "score"]]  # doctest: +SKIP
     """
     from radas_flows.flows import radas
-    from radas_flows.spec import build_spec
+    from radas_flows.inputs.spec import build_spec
 
     kwargs: dict[str, Any] = dict(
         user_name=user_name,

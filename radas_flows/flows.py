@@ -3,30 +3,30 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from prefect import flow, tags
 from pydantic import Field
 
-from radas_flows.parameters import (
-    RUN_WITH_PATTERN,
+from radas_flows.inputs.flow_params import (
     FunctionParameter,
-    ParamSpace,
-    PlotSettings,
     PythonObjectsParameter,
     TrainableParameter,
-    TunerSettings,
     spec_arguments,
 )
+from radas_flows.inputs.plot_settings import PlotSettings
+from radas_flows.inputs.rules import RUN_WITH_PATTERN
+from radas_flows.inputs.space import ParamSpace
+from radas_flows.inputs.spec import ExperimentSpec, Phase, RunChoice, build_spec
+from radas_flows.inputs.tuner_settings import TunerSettings
 from radas_flows.pipeline import run_spec
-from radas_flows.spec import ExperimentSpec, build_spec
 
 
 def run_tags(spec: ExperimentSpec) -> list[str]:
     """The tags of an experiment's flow run and task runs: user, cluster and experiment.
 
     Example:
-        >>> from radas_flows.spec import build_spec
+        >>> from radas_flows.inputs.spec import build_spec
         >>> spec = build_spec(user_name="u", experiment_name="lr", trainable=lambda c: {},
         ...                   param_space={}, run_with="cluster:gpu-a", cwd="/p")
         >>> run_tags(spec)
@@ -91,8 +91,8 @@ def radas(
     param_space: ParamSpace | None = {},  # noqa: B006 - never mutated
     tuner: TunerSettings | None = TunerSettings(),
     plot: PlotSettings | None = None,
-    run_choice: Literal["run", "restore", "attach", "stop_attach"] | None = None,
-    dos: list[Literal["run", "analyze"]] | None = None,
+    run_choice: RunChoice | None = None,
+    dos: list[Phase] | None = None,
     cpu_per_trial: Annotated[float, Field(gt=0)] = 1,
     email_notification_to_address: str | None = None,
     runtime_env: dict[str, Any] | None = None,

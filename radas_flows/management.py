@@ -16,6 +16,7 @@ from radas_flows.clusters.jobs import (
 )
 from radas_flows.clusters.registry import ClusterConfig, get_cluster
 from radas_flows.errors import RadasError
+from radas_flows.inputs.rules import parse_run_with
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails
@@ -39,22 +40,29 @@ def cluster_name_from_run_with(run_with: str) -> str:
         >>> cluster_name_from_run_with("cluster:atol-gpu-5090")
         'atol-gpu-5090'
     """
-    if not isinstance(run_with, str) or not run_with.startswith("cluster:"):
-        hint = (
-            " Local runs are not kept as cluster jobs, so there is nothing to manage."
-            if run_with == "local"
-            else ""
-        )
-        raise ValueError(
-            f'run_with={run_with!r} does not name a cluster; write run_with="cluster:<name>" '
-            f"with a name from `radas clusters`.{hint}"
-        )
-    name = run_with.removeprefix("cluster:").strip()
-    if not name:
+    try:
+        target = parse_run_with(run_with)
+    except ValueError:
+        target = None
+    if target is not None and target.cluster is not None:
+        return target.cluster
+    if (
+        isinstance(run_with, str)
+        and run_with.startswith("cluster:")
+        and not run_with.removeprefix("cluster:").strip()
+    ):
         raise ValueError(
             f'run_with={run_with!r} has an empty cluster name; write run_with="cluster:<name>".'
         )
-    return name
+    hint = (
+        " Local runs are not kept as cluster jobs, so there is nothing to manage."
+        if run_with == "local"
+        else ""
+    )
+    raise ValueError(
+        f'run_with={run_with!r} does not name a cluster; write run_with="cluster:<name>" '
+        f"with a name from `radas clusters`.{hint}"
+    )
 
 
 def _start_time(ms: int | None) -> str:

@@ -11,11 +11,11 @@ from prefect import get_run_logger
 from radas_flows._rerun import EscalationResult, follow_and_escalate
 from radas_flows.analysis import AnalysisResult
 from radas_flows.core import experiment_path
+from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.oom_rounds import OomManifest, max_oom_rounds, read_manifest, remove_rounds
 from radas_flows.report import RunReport, run_outcome
 from radas_flows.run_choice import decide_mode, experiment_exists
 from radas_flows.secrets import redact_registered, scrub_exception
-from radas_flows.spec import ExperimentSpec
 from radas_flows.stages.analyze import best_of, results_analyze
 from radas_flows.stages.check import cluster_check
 from radas_flows.stages.notify import report_run

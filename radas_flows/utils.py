@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import importlib.util
 import os
 import random
@@ -11,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 # Modules of this package shadow stdlib names (email, secrets): always import them absolutely.
+from radas_flows.inputs.rules import current_user_name
 from radas_flows.secrets import redact_registered
 
 if TYPE_CHECKING:
@@ -110,18 +110,7 @@ def get_current_user_name() -> str:
         >>> isinstance(get_current_user_name(), str)
         True
     """
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError) as e:
-        raise RuntimeError(
-            "Cannot determine the current user name; set the USER environment variable or pass "
-            "user_name='<your name>' explicitly."
-        ) from e
-    if not name:
-        raise RuntimeError(
-            "The current user name is empty; set USER or pass user_name='<your name>' explicitly."
-        )
-    return name
+    return current_user_name()
 
 
 _COLORS = {"INFO": "\033[32m", "WARNING": "\033[33m", "ERROR": "\033[31m"}

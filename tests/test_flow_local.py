@@ -340,7 +340,7 @@ def test_runtime_env_vars_reach_local_trials(workdir: Path) -> None:
         trainable=t.env_reader,
         experiment_name="runtime-env",
         param_space={"a": tune.grid_search([1])},
-        runtime_env={"env_vars": {"RADAS_TEST_MARKER": "hello"}},
+        runtime_env={"env_vars": {"RADAS_TEST_MARKER": "hello"}, "excludes": ["*.log"]},
     )
     assert results["df"]["marker"].tolist() == ["hello"]
 

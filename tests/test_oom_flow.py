@@ -59,7 +59,7 @@ def one_row_per_trial(df: Any) -> Any:
 
 
 def stored_path(name: str, workdir: Path) -> str:
-    from radas_flows.spec import sanitize_experiment_name
+    from radas_flows.inputs.spec import sanitize_experiment_name
 
     return experiment_path("tester", sanitize_experiment_name(name, str(workdir)))
 

@@ -16,30 +16,34 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from radas_flows.parameters import (
+from radas_flows.inputs.plot_settings import (
     FIGURE_LEVEL_PLOT_FUNCTIONS,
-    PARAM_SPACE_GRAMMAR,
-    PARAM_SPACE_WORDS,
-    SCHEDULER_NAMES,
     SEABORN_PLOT_FUNCTIONS,
-    SEARCH_ALG_NAMES,
-    ParameterError,
-    ParamSpace,
     PlotSettings,
-    TrainableReference,
-    TunerSettings,
-    build_scheduler,
-    build_search_alg,
-    build_tuner_init_kwargs,
-    check_search_space,
-    describe_param_space,
-    parse_param_space,
     resolve_plot_fn,
+)
+from radas_flows.inputs.references import (
+    TrainableReference,
     resolve_trainable_reference,
-    supported_plot_formats,
-    validate_param_space,
     validate_trainable_reference,
 )
+from radas_flows.inputs.rules import ParameterError, supported_plot_formats
+from radas_flows.inputs.search import (
+    SCHEDULER_NAMES,
+    SEARCH_ALG_NAMES,
+    build_scheduler,
+    build_search_alg,
+    check_search_space,
+)
+from radas_flows.inputs.space import (
+    PARAM_SPACE_GRAMMAR,
+    PARAM_SPACE_WORDS,
+    ParamSpace,
+    describe_param_space,
+    parse_param_space,
+    validate_param_space,
+)
+from radas_flows.inputs.tuner_settings import TunerSettings, build_tuner_init_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -287,10 +291,14 @@ def test_module_import_and_validation_do_not_import_ray_seaborn_or_matplotlib() 
     code = textwrap.dedent(
         """
         import sys
-        import radas_flows.parameters as p
-        p.validate_param_space({"x": {"uniform": [0, 1]}, "y": {"grid_search": [1, 2]}})
-        p.TunerSettings(metric="score", mode="max", search_alg="optuna", scheduler="asha")
-        p.validate_trainable_reference("train:trainable")
+        import radas_flows.inputs.flow_params
+        import radas_flows.inputs.spec
+        from radas_flows.inputs import references, space, tuner_settings
+        space.validate_param_space({"x": {"uniform": [0, 1]}, "y": {"grid_search": [1, 2]}})
+        tuner_settings.TunerSettings(
+            metric="score", mode="max", search_alg="optuna", scheduler="asha"
+        )
+        references.validate_trainable_reference("train:trainable")
         heavy = [m for m in ("ray", "seaborn", "matplotlib") if m in sys.modules]
         assert not heavy, heavy
         """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import getpass
 import io
 import os
 import random
@@ -102,7 +103,7 @@ def test_get_current_user_name_without_any_user_is_a_clear_error(
     def no_user() -> str:
         raise OSError("No username set in the environment")
 
-    monkeypatch.setattr(rutils.getpass, "getuser", no_user)
+    monkeypatch.setattr(getpass, "getuser", no_user)
     with pytest.raises(RuntimeError, match=r"Cannot determine the current user name.*USER"):
         get_current_user_name()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,14 @@ import pytest
 
 from radas_flows import run_experiment
 from radas_flows.errors import RadasValueError
-from radas_flows.spec import (
-    build_spec,
-    check_dos,
-    parse_run_with,
-    sanitize_experiment_name,
+from radas_flows.inputs.rules import RUN_WITH_PATTERN, parse_run_with
+from radas_flows.inputs.runtime_env import (
+    LOCAL_RUNTIME_ENV_KEYS,
+    RUNTIME_ENV_KEYS,
+    check_runtime_env,
+    local_runtime_env,
 )
+from radas_flows.inputs.spec import build_spec, check_dos, sanitize_experiment_name
 from tests.trainables_for_tests import returning
 
 
@@ -124,6 +127,35 @@ def test_run_with_and_dos_parsing() -> None:
     assert check_dos(["analyze", "run"]) == ("run", "analyze")
     with pytest.raises(RadasValueError, match="repeats"):
         check_dos(["run", "run"])
+
+
+@pytest.mark.parametrize(
+    "run_with", ["local", "cluster:a", "cluster:atol-gpu-5090", "cluster:", "cluster:-x", "gpu", ""]
+)
+def test_run_with_has_one_rule_for_the_flow_the_spec_and_management(run_with: str) -> None:
+    from radas_flows.management import cluster_name_from_run_with
+
+    accepted = re.fullmatch(RUN_WITH_PATTERN, run_with) is not None
+    try:
+        target = parse_run_with(run_with)
+    except RadasValueError:
+        target = None
+    assert (target is not None) == accepted
+    if target is not None and not target.is_local:
+        assert cluster_name_from_run_with(run_with) == target.cluster
+    else:
+        with pytest.raises(ValueError, match="cluster"):
+            cluster_name_from_run_with(run_with)
+
+
+def test_runtime_env_keys_one_list_per_placement() -> None:
+    env = {"env_vars": {"A": "1"}, "excludes": ["*.log"], "py_executable": "python"}
+    assert check_runtime_env(env, local=True) == env
+    assert local_runtime_env(env) == env  # a local Ray keeps what the local check accepts
+    assert set(LOCAL_RUNTIME_ENV_KEYS) < set(RUNTIME_ENV_KEYS)
+    with pytest.raises(RadasValueError, match=r"\['pip'\] need a cluster"):
+        check_runtime_env({"pip": ["x"]}, local=True)
+    assert check_runtime_env({"pip": ["x"]}, local=False) == {"pip": ["x"]}
 
 
 def test_trainable_reference_is_resolved_from_the_cwd(

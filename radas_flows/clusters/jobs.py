@@ -11,23 +11,19 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from radas_flows.clusters.registry import ClusterAuthError, ClusterConfig
-from radas_flows.errors import RadasError, RadasValueError
+from radas_flows.errors import RadasError
+from radas_flows.inputs.runtime_env import RuntimeEnvError, check_runtime_env
 
 if TYPE_CHECKING:
     from ray.job_submission import JobDetails, JobSubmissionClient
 
 __all__ = [
-    "ALLOWED_RUNTIME_ENV_KEYS",
-    "IMAGE_URI_RULE",
     "METADATA_EXPERIMENT",
     "METADATA_USER",
-    "WORKING_DIR_RULE",
     "ClusterConnectionError",
-    "RuntimeEnvError",
     "find_jobs",
     "is_transient_error",
     "job_client",
@@ -46,35 +42,6 @@ METADATA_USER = "radas_user"
 METADATA_EXPERIMENT = "radas_experiment"
 """Job metadata key holding the (prefixed) experiment name."""
 
-ALLOWED_RUNTIME_ENV_KEYS = (
-    "pip",
-    "uv",
-    "conda",
-    "env_vars",
-    "py_modules",
-    "excludes",
-    "py_executable",
-    "nsight",
-    "image_uri",
-)
-"""The runtime_env keys a user may set (``working_dir`` is always set by radas_flows)."""
-
-WORKING_DIR_RULE = (
-    "working_dir (str): Specifies the working directory for the Ray workers. Radas "
-    "automatically sets this to the current working directory where you run your script "
-    "(i.e., where you `cd` to before running `python`). Do not specify this field yourself."
-)
-"""The reference's rule for ``working_dir``, quoted in errors."""
-
-IMAGE_URI_RULE = (
-    "The `image_uri` field currently cannot be used together with other fields of "
-    "runtime_env (e.g., `working_dir`, `py_modules`, `excludes`, `pip`, etc.). If you need "
-    "to use `image_uri`, it must be the only field in runtime_env."
-)
-"""The reference's rule for ``image_uri``, quoted in errors."""
-
-_PIP_DICT_KEYS = frozenset({"packages", "pip_check", "pip_version", "pip_install_options"})
-_UV_DICT_KEYS = frozenset({"packages", "uv_check", "uv_version", "uv_pip_install_options"})
 _TRANSIENT_NAMES = frozenset(
     {
         "ConnectionError",
@@ -93,10 +60,6 @@ _TRANSIENT_STATUS_RE = re.compile(r"status code (502|503|504)\b")
 
 class ClusterConnectionError(RadasError, ConnectionError):
     """A cluster's Jobs API cannot be reached."""
-
-
-class RuntimeEnvError(RadasValueError):
-    """A user's runtime_env breaks one of the rules for cluster runs."""
 
 
 @functools.cache
@@ -288,105 +251,15 @@ def find_jobs(
     return jobs
 
 
-def _check_str_list(key: str, value: Any) -> None:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise RuntimeEnvError(f"runtime_env[{key!r}] must be a list of strings, got {value!r}.")
-
-
-def _check_requirements(key: str, value: Any, dict_keys: frozenset[str]) -> None:
-    if isinstance(value, str):
-        if not value.strip():
-            raise RuntimeEnvError(f"runtime_env[{key!r}] is an empty string; name a file.")
-        return
-    if isinstance(value, list):
-        _check_str_list(key, value)
-        return
-    if isinstance(value, dict):
-        unknown = sorted(set(value) - dict_keys)
-        if unknown:
-            raise RuntimeEnvError(
-                f"runtime_env[{key!r}] has unknown keys {unknown}; allowed: "
-                f"{', '.join(sorted(dict_keys))}."
-            )
-        if "packages" not in value:
-            raise RuntimeEnvError(
-                f"runtime_env[{key!r}] as a dict needs 'packages' (a list of requirements)."
-            )
-        _check_str_list(f"{key}']['packages", value["packages"])
-        return
-    raise RuntimeEnvError(
-        f"runtime_env[{key!r}] must be a list of requirements, a requirements file path or "
-        f"a dict with 'packages', got {type(value).__name__} {value!r}."
-    )
-
-
-def _check_value(key: str, value: Any) -> None:
-    """Check the type of one runtime_env value (the reference's types)."""
-    if key == "pip":
-        _check_requirements(key, value, _PIP_DICT_KEYS)
-    elif key == "uv":
-        _check_requirements(key, value, _UV_DICT_KEYS)
-    elif key == "conda":
-        if not isinstance(value, str | dict) or (isinstance(value, str) and not value.strip()):
-            raise RuntimeEnvError(
-                f"runtime_env['conda'] must be an environment name, an environment.yml path "
-                f"or a dict (the environment YAML), got {value!r}."
-            )
-    elif key == "env_vars":
-        if not isinstance(value, dict):
-            raise RuntimeEnvError(
-                f"runtime_env['env_vars'] must be a dict of strings, got {value!r}."
-            )
-        for name, val in value.items():
-            if not isinstance(name, str) or not isinstance(val, str):
-                raise RuntimeEnvError(
-                    f"runtime_env['env_vars'] must map strings to strings; {name!r}: {val!r} "
-                    f"is not. Write the value as a string, e.g. {str(name)!r}: {str(val)!r}."
-                )
-    elif key == "py_modules":
-        if not isinstance(value, list) or not all(
-            isinstance(v, str | os.PathLike | ModuleType) for v in value
-        ):
-            raise RuntimeEnvError(
-                f"runtime_env['py_modules'] must be a list of paths, URIs or imported "
-                f"modules, got {value!r}."
-            )
-    elif key == "excludes":
-        _check_str_list(key, value)
-    elif key == "py_executable":
-        if not isinstance(value, str) or not value.strip():
-            raise RuntimeEnvError(
-                f"runtime_env['py_executable'] must be a non-empty string, got {value!r}."
-            )
-    elif key == "nsight":
-        if not (
-            isinstance(value, str)
-            or (
-                isinstance(value, dict)
-                and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
-            )
-        ):
-            raise RuntimeEnvError(
-                f"runtime_env['nsight'] must be \"default\" or a dict of string options, "
-                f"got {value!r}."
-            )
-    elif key == "image_uri" and (not isinstance(value, str) or not value.strip()):
-        raise RuntimeEnvError(
-            f"runtime_env['image_uri'] must be an image name such as "
-            f"'anyscale/ray:2.31.0-py39-cpu', got {value!r}."
-        )
-
-
 def merge_runtime_env(
     user_runtime_env: Mapping[str, Any] | None, working_dir: str | os.PathLike[str]
 ) -> dict[str, Any]:
     """Build a cluster job's runtime_env: the user's fields plus ``working_dir``.
 
     Rules (from the radas reference): ``working_dir`` is always the directory the user
-    runs their script from and may not be set by the user; the allowed keys are
-    ``pip, uv, conda, env_vars, py_modules, excludes, py_executable, nsight, image_uri``;
-    at most one of ``pip``, ``uv`` and ``conda``; ``image_uri`` must be the only field,
-    and then the job gets no ``working_dir`` (the image must hold the code).
+    runs their script from and may not be set by the user; the other rules are those of
+    :func:`radas_flows.inputs.runtime_env.check_runtime_env` for a cluster run;
+    with ``image_uri`` the job gets no ``working_dir`` (the image must hold the code).
 
     Args:
         user_runtime_env: The user's ``runtime_env`` (may be empty or ``None``).
@@ -403,38 +276,7 @@ def merge_runtime_env(
         >>> sorted(env)
         ['env_vars', 'working_dir']
     """
-    if not isinstance(user_runtime_env, Mapping | None):
-        raise RuntimeEnvError(f"runtime_env must be a dict, got {type(user_runtime_env).__name__}.")
-    user_env = dict(user_runtime_env or {})
-    if "working_dir" in user_env:
-        raise RuntimeEnvError(
-            f"runtime_env must not set 'working_dir' (got {user_env['working_dir']!r}): it "
-            f'is always the directory you run your script from. The rule: "{WORKING_DIR_RULE}" '
-            f"Remove 'working_dir', and cd into the directory holding your script and "
-            f"trainable before running it."
-        )
-    unknown = sorted(k for k in user_env if k not in ALLOWED_RUNTIME_ENV_KEYS)
-    if unknown:
-        raise RuntimeEnvError(
-            f"runtime_env has unknown key(s) {unknown}; the allowed keys are "
-            f"{', '.join(ALLOWED_RUNTIME_ENV_KEYS)}."
-        )
-    if "image_uri" in user_env and len(user_env) > 1:
-        others = sorted(k for k in user_env if k != "image_uri")
-        raise RuntimeEnvError(
-            f"runtime_env sets 'image_uri' together with {others}. The rule: "
-            f"\"{IMAGE_URI_RULE}\" Remove the other fields, or drop 'image_uri'."
-        )
-    installers = [k for k in ("pip", "uv", "conda") if k in user_env]
-    if len(installers) > 1:
-        raise RuntimeEnvError(
-            f"runtime_env sets {' and '.join(repr(k) for k in installers)}; only one of "
-            f"'pip', 'uv' and 'conda' may be set. To use pip with conda, set only 'conda' "
-            f"and list the pip packages inside the conda environment "
-            f"(dependencies: [..., {{pip: [...]}}])."
-        )
-    for key, value in user_env.items():
-        _check_value(key, value)
+    user_env = check_runtime_env(user_runtime_env, local=False)
     if "image_uri" in user_env:
         return {"image_uri": user_env["image_uri"]}
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from radas_flows.errors import RadasError, RadasValueError
+from radas_flows.inputs.rules import is_cluster_name
 
 __all__ = [
     "ENV_VAR",
@@ -44,7 +44,6 @@ hint = "32G GRAM per GPU, the default choice"
 token_file = "~/.ray/atol_token"      # optional; or token_env = "VAR"
 results_root = "/mnt/data/nfs/ray-results"   # optional; shared folder or s3://bucket/prefix"""
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _RESERVED_NAMES = frozenset({"local"})
 
 
@@ -234,7 +233,7 @@ def _validate_entry(name: str, table: Any, source: Path) -> tuple[ClusterConfig 
             f"{where}: the name {name!r} is reserved for this machine (run_with='local'); "
             f"rename the table."
         )
-    elif not _NAME_RE.match(name):
+    elif not is_cluster_name(name):
         problems.append(
             f"{where}: the name may use only letters, digits, '.', '_' and '-' and must "
             f"start with a letter or digit; rename the table."

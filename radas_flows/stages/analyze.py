@@ -10,8 +10,8 @@ from prefect.cache_policies import NO_CACHE
 
 from radas_flows._artifacts import artifact_key, create_table
 from radas_flows.analysis import AnalysisResult, analyze_results
+from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.secrets import redact
-from radas_flows.spec import ExperimentSpec
 from radas_flows.tuner import Tuner
 
 __all__ = ["best_of", "output_dir", "results_analyze"]

@@ -6,7 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from radas_flows._artifacts import artifact_key, create_table
-from radas_flows.spec import ExperimentSpec
+from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.targets import ClusterUnavailableError, TargetCheck, target_for
 
 __all__ = ["cluster_check"]

@@ -11,7 +11,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from radas_flows._artifacts import ProgressArtifact, artifact_key
-from radas_flows.spec import ExperimentSpec
+from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.targets import Progress, RunHandle, target_for
 from radas_flows.tuner import Tuner
 

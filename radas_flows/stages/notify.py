@@ -6,6 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from radas_flows._artifacts import artifact_key, create_markdown
+from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.report import (
     DEFAULT_NOTIFY_RETRIES,
     DEFAULT_NOTIFY_RETRY_DELAY_S,
@@ -14,7 +15,6 @@ from radas_flows.report import (
     summary_markdown,
 )
 from radas_flows.secrets import redact_registered
-from radas_flows.spec import ExperimentSpec
 
 __all__ = ["email_notify", "notify_run", "report_run"]
 

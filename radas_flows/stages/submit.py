@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from radas_flows.core import results_root
 from radas_flows.driver import DriverSpec
-from radas_flows.spec import ExperimentSpec
+from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.targets import RunHandle, Target, TargetCheck, target_for
 
 __all__ = [

@@ -14,7 +14,7 @@ from radas_flows.targets.base import (
 )
 
 if TYPE_CHECKING:
-    from radas_flows.spec import ExperimentSpec
+    from radas_flows.inputs.spec import ExperimentSpec
 
 __all__ = [
     "ClusterUnavailableError",

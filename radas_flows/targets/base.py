@@ -11,7 +11,7 @@ from radas_flows.errors import RadasError
 if TYPE_CHECKING:
     from radas_flows._artifacts import ProgressArtifact
     from radas_flows.driver import DriverSpec
-    from radas_flows.spec import ExperimentSpec
+    from radas_flows.inputs.spec import ExperimentSpec
     from radas_flows.tuner import Tuner
 
 __all__ = [

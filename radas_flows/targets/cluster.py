@@ -44,7 +44,7 @@ from radas_flows.targets.cluster_follow import (
 
 if TYPE_CHECKING:
     from radas_flows.driver import DriverSpec
-    from radas_flows.spec import ExperimentSpec
+    from radas_flows.inputs.spec import ExperimentSpec
     from radas_flows.tuner import Tuner
 
 __all__ = ["KEEP_JOB_ENV", "STOP_TIMEOUT_S", "ClusterRun", "ClusterTarget", "keep_job_on_exit"]
@@ -75,7 +75,7 @@ class ClusterTarget:
             ClusterAuthError: The cluster's token is missing or rejected.
         """
         from radas_flows.core import results_root
-        from radas_flows.spec import check_cpu_per_trial
+        from radas_flows.inputs.rules import check_cpu_per_trial
 
         name = self.name
         self.driver_trainable(spec)
@@ -117,7 +117,7 @@ class ClusterTarget:
         function defined in ``__main__`` (the script itself), a lambda or a nested function
         cannot be sent.
         """
-        from radas_flows.trainables import SEPARATE_FILE_RULE
+        from radas_flows.inputs.references import SEPARATE_FILE_RULE
 
         if spec.trainable_ref is None:
             label = getattr(spec.trainable, "__qualname__", None) or repr(spec.trainable)

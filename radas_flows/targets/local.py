@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from radas_flows._artifacts import run_logger
 from radas_flows.core import local_cpus, local_gpus
 from radas_flows.errors import RadasError, RadasValueError
+from radas_flows.inputs.runtime_env import local_runtime_env
 from radas_flows.targets.base import (
     DriverFailedError,
     Progress,
@@ -24,7 +25,7 @@ from radas_flows.targets.base import (
 
 if TYPE_CHECKING:
     from radas_flows.driver import DriverSpec
-    from radas_flows.spec import ExperimentSpec
+    from radas_flows.inputs.spec import ExperimentSpec
     from radas_flows.tuner import Tuner
 
 __all__ = ["RELEASE_WAIT_S", "LocalRun", "LocalTarget", "ensure_local_ray", "held_resources"]
@@ -133,13 +134,6 @@ class LocalTarget:
         """Nothing to stop: the driver thread ends with this process (Tune saves as it goes)."""
 
 
-def local_ray_runtime_env(runtime_env: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a user runtime_env that apply to a local Ray."""
-    return {
-        k: v for k, v in runtime_env.items() if k in ("env_vars", "py_modules", "py_executable")
-    }
-
-
 def ensure_local_ray(runtime_env: dict[str, Any]) -> None:
     """Start a private local Ray (never attaching to another cluster), reusing ours if it fits.
 
@@ -147,7 +141,7 @@ def ensure_local_ray(runtime_env: dict[str, Any]) -> None:
     """
     import ray
 
-    wanted = local_ray_runtime_env(runtime_env)
+    wanted = local_runtime_env(runtime_env)
     with _ray_env_lock:
         if ray.is_initialized():
             if _our_ray_runtime_env is None:

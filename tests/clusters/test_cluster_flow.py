@@ -19,12 +19,12 @@ from radas_flows import Tuner, run_experiment
 from radas_flows.clusters.jobs import job_client
 from radas_flows.clusters.registry import ClusterAuthError, RegistryError, get_cluster
 from radas_flows.errors import ExperimentStateError, RadasValueError
+from radas_flows.inputs.references import SEPARATE_FILE_RULE
+from radas_flows.inputs.spec import build_spec
 from radas_flows.management import get_client
-from radas_flows.spec import build_spec
 from radas_flows.stages.submit import driver_spec_for
 from radas_flows.targets import ClusterUnavailableError, Progress
 from radas_flows.targets.cluster import KEEP_JOB_ENV, ClusterRun, ClusterTarget
-from radas_flows.trainables import SEPARATE_FILE_RULE
 from tests.clusters.helpers import import_source
 from tests.clusters.loopback_ray import RayHead
 

@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 
 from radas_flows.clusters.jobs import (
-    ALLOWED_RUNTIME_ENV_KEYS,
     ClusterConnectionError,
-    RuntimeEnvError,
     find_jobs,
     is_transient_error,
     job_client,
@@ -25,6 +23,7 @@ from radas_flows.clusters.jobs import (
     with_retries,
 )
 from radas_flows.clusters.registry import ClusterAuthError, get_cluster
+from radas_flows.inputs.runtime_env import RUNTIME_ENV_KEYS, RuntimeEnvError
 from tests.clusters.loopback_ray import RayHead
 
 # --- runtime_env merging -------------------------------------------------------------------
@@ -47,7 +46,7 @@ def test_merge_sets_working_dir_and_keeps_user_fields(tmp_path: Path) -> None:
 def test_explicit_working_dir_quotes_the_rule(tmp_path: Path) -> None:
     with pytest.raises(
         RuntimeEnvError,
-        match=r"must not set 'working_dir' .*Radas automatically sets this to the current "
+        match=r"must not be set .*Radas automatically sets this to the current "
         r"working directory where you run your script.*Do not specify this field yourself",
     ):
         merge_runtime_env({"working_dir": "/elsewhere"}, tmp_path)
@@ -71,7 +70,7 @@ def test_unknown_key_lists_the_allowed_keys(tmp_path: Path) -> None:
         r"env_vars, py_modules, excludes, py_executable, nsight, image_uri",
     ):
         merge_runtime_env({"container": {}}, tmp_path)
-    assert set(ALLOWED_RUNTIME_ENV_KEYS) == {
+    assert set(RUNTIME_ENV_KEYS) == {
         "pip", "uv", "conda", "env_vars", "py_modules", "excludes", "py_executable", "nsight",
         "image_uri",
     }  # fmt: skip

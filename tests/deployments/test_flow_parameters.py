@@ -24,7 +24,10 @@ from radas_flows.concurrency import (
 )
 from radas_flows.errors import RadasValueError
 from radas_flows.flows import radas, run_tags
-from radas_flows.parameters import ParameterError, PlotSettings, TunerSettings, spec_arguments
+from radas_flows.inputs.flow_params import spec_arguments
+from radas_flows.inputs.plot_settings import PlotSettings
+from radas_flows.inputs.rules import ParameterError
+from radas_flows.inputs.tuner_settings import TunerSettings
 from tests import trainables_for_tests as t
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -231,7 +234,7 @@ def test_flow_validation_names_each_bad_field() -> None:
 
 
 def test_run_tags_carry_user_cluster_and_experiment() -> None:
-    from radas_flows.spec import build_spec
+    from radas_flows.inputs.spec import build_spec
 
     local = build_spec(user_name="u", trainable=t.returning, experiment_name="lr sweep")
     assert run_tags(local) == ["radas", "user:u", "cluster:local", "experiment:lr sweep"]

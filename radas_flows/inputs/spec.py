@@ -6,65 +6,41 @@ import dataclasses
 import inspect
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from radas_flows.core import check_user_name, local_cpus
+from radas_flows.core import local_cpus
 from radas_flows.errors import RadasValueError
-
-RUN_CHOICES: tuple[str, ...] = ("run", "restore", "attach", "stop_attach")
-CLUSTER_ONLY_RUN_CHOICES: tuple[str, ...] = ("attach", "stop_attach")
-DOS: tuple[str, ...] = ("run", "analyze")
-RUNTIME_ENV_KEYS: tuple[str, ...] = (
-    "pip",
-    "uv",
-    "conda",
-    "env_vars",
-    "py_modules",
-    "excludes",
-    "py_executable",
-    "nsight",
-    "image_uri",
+from radas_flows.inputs.plot_settings import (
+    AnalysisOptions,
+    default_process_df_fn,
+    default_process_g_fn,
+    default_process_sns_fn,
+    default_tuner_to_df_fn,
 )
-LOCAL_RUNTIME_ENV_KEYS: tuple[str, ...] = ("env_vars", "py_modules", "excludes", "py_executable")
+from radas_flows.inputs.references import reference_of, resolve_trainable_reference
+from radas_flows.inputs.rules import (
+    RunTarget,
+    check_cpu_per_trial,
+    check_user_name,
+    cpu_cap_name,
+    parse_run_with,
+    plot_format_key,
+    supported_plot_formats,
+)
+from radas_flows.inputs.runtime_env import check_runtime_env
+from radas_flows.secret_refs import separate_secrets
+
+#: What ``run_choice`` may say when the experiment exists (``None``: ask).
+RunChoice = Literal["run", "restore", "attach", "stop_attach"]
+#: The phases ``dos`` may list.
+Phase = Literal["run", "analyze"]
+RUN_CHOICES: tuple[str, ...] = get_args(RunChoice)
+CLUSTER_ONLY_RUN_CHOICES: tuple[str, ...] = ("attach", "stop_attach")
+DOS: tuple[str, ...] = get_args(Phase)
 TUNER_INIT_KWARGS: tuple[str, ...] = ("tune_config", "run_config")
-_CLUSTER_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _EMAIL_RE = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
-
-
-@dataclass(frozen=True)
-class RunTarget:
-    """Where an experiment runs: this machine, or a named Ray cluster."""
-
-    kind: Literal["local", "cluster"]
-    cluster: str | None = None
-
-    @property
-    def is_local(self) -> bool:
-        return self.kind == "local"
-
-    def __str__(self) -> str:
-        return "local" if self.kind == "local" else f"cluster:{self.cluster}"
-
-
-def parse_run_with(run_with: object) -> RunTarget:
-    """Parse ``run_with``: ``"local"`` or ``"cluster:<name>"``.
-
-    Example:
-        >>> parse_run_with("cluster:atol-gpu-5090")
-        RunTarget(kind='cluster', cluster='atol-gpu-5090')
-    """
-    if run_with == "local":
-        return RunTarget("local")
-    if isinstance(run_with, str) and run_with.startswith("cluster:"):
-        name = run_with[len("cluster:") :]
-        if _CLUSTER_NAME_RE.fullmatch(name):
-            return RunTarget("cluster", name)
-    raise RadasValueError(
-        f"run_with={run_with!r} is not valid: use 'local' or 'cluster:<name>' with a cluster "
-        "name from the registry (see `radas clusters` or get_cluster_availability())."
-    )
 
 
 def sanitize_experiment_name(experiment_name: object, cwd: str | None = None) -> str:
@@ -119,39 +95,18 @@ def check_run_choice(run_choice: object, target: RunTarget) -> str | None:
     return str(run_choice)
 
 
-def check_cpu_per_trial(cpu_per_trial: object, cap: float | None, cap_name: str) -> float:
-    """Validate ``cpu_per_trial``: a positive number no larger than ``cap``."""
-    if isinstance(cpu_per_trial, bool) or not isinstance(cpu_per_trial, int | float):
-        raise RadasValueError(
-            f"cpu_per_trial={cpu_per_trial!r} is not a number: give a positive number such as 1."
-        )
-    if not cpu_per_trial > 0:
-        raise RadasValueError(
-            f"cpu_per_trial={cpu_per_trial!r} must be greater than 0 (for example 1, 2 or 0.5)."
-        )
-    if cap is not None and cpu_per_trial > cap:
-        raise RadasValueError(
-            f"cpu_per_trial={cpu_per_trial!r} is more than {cap_name} ({cap:g}): a trial could "
-            f"never be scheduled. Use cpu_per_trial <= {cap:g}."
-        )
-    return float(cpu_per_trial)
-
-
 def check_plot_format(plot_format: object) -> str | None:
     """Validate ``plot_format`` against the formats matplotlib can write."""
     if plot_format is None:
         return None
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    supported = sorted(FigureCanvasBase.get_supported_filetypes())
-    fmt = plot_format.lower().lstrip(".") if isinstance(plot_format, str) else plot_format
-    if fmt not in supported:
+    fmt = plot_format_key(plot_format)
+    if fmt is None:
         raise RadasValueError(
             f"plot_format={plot_format!r} cannot be written by matplotlib: use one of "
-            + ", ".join(supported)
+            + ", ".join(sorted(supported_plot_formats()))
             + " (or None to skip saving the figure)."
         )
-    return str(fmt)
+    return fmt
 
 
 def _check_callable(name: str, value: object, *, optional: bool = False) -> None:
@@ -187,54 +142,13 @@ def check_trainable(trainable: object, *, cwd: str | None = None) -> tuple[Any, 
     A string is resolved as ``module:attribute`` from the working directory.
     """
     if isinstance(trainable, str):
-        from radas_flows.trainables import resolve_trainable_reference
-
         return resolve_trainable_reference(trainable, cwd=cwd), trainable
     if trainable is None or not is_trainable(trainable):
         raise RadasValueError(
             f"trainable={trainable!r} is not a trainable: pass a function taking a config dict "
             "(or a ray.tune.Trainable subclass), or a 'module:attribute' reference to one."
         )
-    from radas_flows.trainables import reference_of
-
     return trainable, reference_of(trainable)
-
-
-def check_runtime_env(runtime_env: object, target: RunTarget) -> dict[str, Any]:
-    """Validate ``runtime_env`` keys; ``working_dir`` is set by radas_flows, never by the user."""
-    env = _check_dict("runtime_env", runtime_env)
-    if "working_dir" in env:
-        raise RadasValueError(
-            "runtime_env['working_dir'] must not be set: radas_flows sets the working directory "
-            "to the directory you run your script from (cd there first). Remove 'working_dir'."
-        )
-    unknown = sorted(set(env) - set(RUNTIME_ENV_KEYS))
-    if unknown:
-        raise RadasValueError(
-            f"runtime_env has unknown key(s) {unknown!r}: allowed keys are "
-            + ", ".join(RUNTIME_ENV_KEYS)
-            + "."
-        )
-    if "image_uri" in env and len(env) > 1:
-        raise RadasValueError(
-            "runtime_env['image_uri'] cannot be combined with other runtime_env fields "
-            f"({sorted(set(env) - {'image_uri'})!r}): use image_uri alone."
-        )
-    if "pip" in env and "conda" in env:
-        raise RadasValueError(
-            "runtime_env sets both 'pip' and 'conda': Ray cannot use both; put the pip "
-            "packages into the conda environment's 'pip' section."
-        )
-    env_vars = env.get("env_vars")
-    if env_vars is not None and (
-        not isinstance(env_vars, Mapping)
-        or not all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items())
-    ):
-        raise RadasValueError(
-            "runtime_env['env_vars'] must map strings to strings, for example "
-            "{'OMP_NUM_THREADS': '1'}."
-        )
-    return env
 
 
 def check_email(address: object) -> str | None:
@@ -278,22 +192,6 @@ def check_tuner_init_kwargs(tuner_init_kwargs: object) -> dict[str, Any]:
                 "(not ray.train.RunConfig, which Tune rejects)."
             )
     return kwargs
-
-
-@dataclass(frozen=True)
-class AnalysisOptions:
-    """How results become a DataFrame and a figure (the radas analysis arguments)."""
-
-    tuner_to_df_fn: Callable[..., Any]
-    process_df_fn: Callable[..., Any]
-    process_df_fn_kwargs: dict[str, Any]
-    process_sns_fn: Callable[..., Any]
-    plot_fn: Callable[..., Any] | None
-    plot_kwargs: dict[str, Any]
-    rename_mapping: dict[str, Any]
-    matplotlib_rcParams_update: dict[str, Any]
-    process_g_fn: Callable[..., Any]
-    plot_format: str | None
 
 
 @dataclass(frozen=True)
@@ -360,13 +258,6 @@ def build_spec(
     Raises:
         RadasValueError: naming the first bad value and how to fix it.
     """
-    from radas_flows.analysis import (
-        default_process_df_fn,
-        default_process_g_fn,
-        default_process_sns_fn,
-        default_tuner_to_df_fn,
-    )
-
     cwd = cwd or os.getcwd()
     user = check_user_name(user_name)
     full_name = sanitize_experiment_name(experiment_name, cwd)
@@ -374,25 +265,13 @@ def build_spec(
     phases = check_dos(dos)
     choice = check_run_choice(run_choice, target)
     trainable_obj, trainable_ref = check_trainable(trainable, cwd=cwd)
-    env = check_runtime_env(runtime_env, target)
-    if target.is_local:
-        not_local = sorted(set(env) - set(LOCAL_RUNTIME_ENV_KEYS))
-        if not_local:
-            raise RadasValueError(
-                f"runtime_env key(s) {not_local!r} need a cluster: a local run uses this "
-                "Python environment. Install the packages here, or run with "
-                "run_with='cluster:<name>'."
-            )
-    from radas_flows.secret_refs import separate_secrets
-
+    env = check_runtime_env(_check_dict("runtime_env", runtime_env), local=target.is_local)
     space, secrets = separate_secrets(_check_dict("param_space", param_space))
     tik = check_tuner_init_kwargs(tuner_init_kwargs)
-    cap: float | None
-    if target.is_local:
-        cap, cap_name = float(cpu_cap if cpu_cap is not None else local_cpus()), "the local CPUs"
-    else:
-        cap, cap_name = cpu_cap, f"cpu_per_node of {target.cluster}"
-    cpus = check_cpu_per_trial(cpu_per_trial, cap, cap_name)
+    cap: float | None = cpu_cap
+    if target.is_local and cap is None:
+        cap = float(local_cpus())
+    cpus = check_cpu_per_trial(cpu_per_trial, cap, cpu_cap_name(target))
     fmt = check_plot_format(plot_format)
     analysis = AnalysisOptions(
         tuner_to_df_fn=tuner_to_df_fn or default_tuner_to_df_fn,

@@ -1,0 +1,266 @@
+"""Code given as ``"module:attribute"``: check the form, import it, register it with Ray."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field
+
+from radas_flows.inputs.rules import ParameterError
+
+__all__ = [
+    "SEPARATE_FILE_RULE",
+    "TrainableReference",
+    "import_reference",
+    "reference_of",
+    "resolve_callable_reference",
+    "resolve_trainable_reference",
+    "split_reference",
+    "validate_trainable_reference",
+]
+
+SEPARATE_FILE_RULE = (
+    "When using a cluster, the trainable MUST be defined in a separate file "
+    "(for example trainable.py next to your script, imported with `from trainable import "
+    "trainable`), and you run your script from that directory."
+)
+"""The reference's rule for cluster trainables, quoted in errors."""
+
+_REFERENCE_EXAMPLE = "e.g. 'train:trainable' for the function trainable in train.py"
+
+
+def split_reference(ref: object, field: str = "trainable") -> tuple[str, str]:
+    """Split ``"module:attribute"`` into its parts; raise ParameterError naming ``field``."""
+    if not isinstance(ref, str) or ref.count(":") != 1:
+        raise ParameterError(
+            f"{field}={ref!r} is not a 'module:attribute' reference: it must have exactly one "
+            f"colon, {_REFERENCE_EXAMPLE}."
+        )
+    module, attribute = (part.strip() for part in ref.split(":"))
+    if module.endswith(".py") or "/" in module or "\\" in module:
+        stem = module.removesuffix(".py").replace("/", ".").replace("\\", ".").strip(".")
+        raise ParameterError(
+            f"{field}={ref!r} names a file, not a module: name the module instead, "
+            f"e.g. '{stem}:{attribute or 'trainable'}'."
+        )
+    for part, what in ((module, "module"), (attribute, "attribute")):
+        if not part or not all(piece.isidentifier() for piece in part.split(".")):
+            raise ParameterError(
+                f"{field}={ref!r} has an invalid {what} {part!r}: use dotted Python names, "
+                f"{_REFERENCE_EXAMPLE}."
+            )
+    return module, attribute
+
+
+def reference_of(trainable: Any) -> str | None:
+    """``"module:qualname"`` of an importable trainable, or None (``__main__``, lambdas, locals).
+
+    Example:
+        >>> import json
+        >>> reference_of(json.dumps)
+        'json:dumps'
+    """
+    module = getattr(trainable, "__module__", None)
+    qualname = getattr(trainable, "__qualname__", None)
+    if not module or not qualname or module == "__main__":
+        return None
+    if "<lambda>" in qualname or "<locals>" in qualname:
+        return None
+    return f"{module}:{qualname}"
+
+
+def validate_trainable_reference(ref: str) -> str:
+    """Check the form of a ``"module:attribute"`` reference without importing anything.
+
+    Args:
+        ref: The reference, e.g. ``"train:trainable"`` or ``"pkg.models:Net.train"``.
+
+    Returns:
+        ``ref`` unchanged, so the function can serve as a pydantic validator.
+
+    Raises:
+        ParameterError: The reference is not of the form ``module:attribute``.
+
+    Example:
+        >>> validate_trainable_reference("train:trainable")
+        'train:trainable'
+    """
+    split_reference(ref)
+    return ref
+
+
+#: A flow parameter type for a trainable given as ``"module:attribute"``.
+TrainableReference = Annotated[
+    str,
+    AfterValidator(validate_trainable_reference),
+    Field(
+        description=(
+            "The trainable as 'module:attribute', imported from the run's working directory: "
+            "a function taking config, or a ray.tune.Trainable subclass."
+        ),
+        examples=["train:trainable", "experiments.mnist:train_fn"],
+    ),
+]
+
+
+def _locations(module: Any) -> list[str]:
+    """Where a module's code lies: its file, or the folders of a namespace package."""
+    file = getattr(module, "__file__", None)
+    if file:
+        return [os.path.abspath(file)]
+    return [os.path.abspath(p) for p in getattr(module, "__path__", [])]
+
+
+def import_reference(
+    ref: str,
+    *,
+    field: str = "trainable",
+    cwd: str | os.PathLike[str] | None = None,
+    pickle_by_value: bool = True,
+) -> Any:
+    """Import the object that a ``"module:attribute"`` reference names.
+
+    ``cwd`` (the run's working directory, by default the current one) goes first on
+    ``sys.path`` and stays there, so the module's own imports of sibling modules keep
+    working. With ``pickle_by_value``, a module found in ``cwd`` is registered with Ray's
+    cloudpickle so that Ray workers, which may not have ``cwd`` on their path, get its code
+    by value (its imports of other modules in ``cwd`` still need ``cwd`` on the workers'
+    path, e.g. ``runtime_env={"working_dir": cwd}``).
+
+    Args:
+        ref: ``"module:attribute"``; both parts may be dotted (``"pkg.mod:Class.method"``).
+        field: The parameter name used in error messages.
+        cwd: Directory to import from.
+        pickle_by_value: Register the module with ``ray.cloudpickle.register_pickle_by_value``.
+
+    Returns:
+        The object the reference names.
+
+    Raises:
+        ParameterError: Malformed reference, module not found in ``cwd``, import error inside
+            the module, or a missing attribute.
+
+    Example:
+        >>> import_reference("json:dumps", field="process_df_fn").__name__
+        'dumps'
+    """
+    module_name, attribute = split_reference(ref, field)
+    directory = os.path.abspath(os.fspath(cwd) if cwd is not None else os.getcwd())
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+    importlib.invalidate_caches()
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        missing = e.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            raise ParameterError(
+                f"{field}={ref!r}: module {module_name!r} cannot be imported: it is not in "
+                f"{directory} (the run's working directory, searched first) nor on the Python "
+                f"path. Run from the directory that holds {module_name.replace('.', '/')}.py, "
+                "or install it in the environment."
+            ) from e
+        raise ParameterError(
+            f"{field}={ref!r}: importing module {module_name!r} failed because {missing!r} "
+            f"is not installed ({e}); add it to the environment or to runtime_env pip."
+        ) from e
+    except Exception as e:
+        raise ParameterError(
+            f"{field}={ref!r}: importing module {module_name!r} raised {type(e).__name__}: {e}"
+        ) from e
+
+    target: Any = module
+    walked = module_name
+    for piece in attribute.split("."):
+        if not hasattr(target, piece):
+            names = sorted(n for n in dir(target) if not n.startswith("_"))
+            raise ParameterError(
+                f"{field}={ref!r}: {walked!r} has no attribute {piece!r}; it defines {names}."
+            )
+        target = getattr(target, piece)
+        walked = f"{walked}.{piece}"
+
+    top = sys.modules[module_name.split(".")[0]]
+    if pickle_by_value and any(path.startswith(directory + os.sep) for path in _locations(top)):
+        import ray.cloudpickle
+
+        ray.cloudpickle.register_pickle_by_value(top)
+    return target
+
+
+def resolve_trainable_reference(
+    ref: str, *, cwd: str | os.PathLike[str] | None = None, pickle_by_value: bool = True
+) -> Callable[..., Any]:
+    """Import the trainable that a ``"module:attribute"`` reference names.
+
+    The one implementation behind ``trainable="module:attribute"`` everywhere (flow
+    parameters, ``run_experiment``, the cluster driver); see ``import_reference`` for where
+    it looks and how the code reaches Ray workers.
+
+    Args:
+        ref: ``"module:attribute"``; both parts may be dotted (``"pkg.mod:Class.method"``).
+        cwd: Directory to import from (the run's working directory).
+        pickle_by_value: Register the module with ``ray.cloudpickle.register_pickle_by_value``.
+
+    Returns:
+        The trainable: a callable, or a ``ray.tune.Trainable`` subclass.
+
+    Raises:
+        ParameterError: Malformed reference, module not found in ``cwd``, import error inside
+            the module, missing attribute, or an object that is not a trainable.
+
+    Example:
+        >>> fn = resolve_trainable_reference("train:trainable", cwd="examples")  # doctest: +SKIP
+    """
+    target = import_reference(ref, field="trainable", cwd=cwd, pickle_by_value=pickle_by_value)
+    if inspect.isclass(target):
+        from ray.tune import Trainable
+
+        if not issubclass(target, Trainable):
+            raise ParameterError(
+                f"trainable={ref!r}: class {target.__qualname__} is not a ray.tune.Trainable "
+                "subclass; name a function taking config, or subclass ray.tune.Trainable."
+            )
+    elif not callable(target):
+        module_name, attribute = split_reference(ref)
+        raise ParameterError(
+            f"trainable={ref!r}: {module_name + '.' + attribute!r} is a "
+            f"{type(target).__name__}, not a function or a ray.tune.Trainable subclass."
+        )
+    fn: Callable[..., Any] = target
+    return fn
+
+
+def resolve_callable_reference(
+    ref: str, *, field: str, cwd: str | os.PathLike[str] | None = None
+) -> Callable[..., Any]:
+    """Import a function named ``"module:attribute"`` (an analysis hook given as JSON).
+
+    Args:
+        ref: ``"module:attribute"``, e.g. ``"analysis:process_df"``.
+        field: The parameter name used in error messages (``process_df_fn``...).
+        cwd: Directory to import from (the run's working directory).
+
+    Returns:
+        The function.
+
+    Raises:
+        ParameterError: The reference cannot be imported or does not name a callable.
+
+    Example:
+        >>> resolve_callable_reference("json:dumps", field="process_df_fn").__name__
+        'dumps'
+    """
+    target = import_reference(ref, field=field, cwd=cwd)
+    if not callable(target):
+        raise ParameterError(
+            f"{field}={ref!r} names a {type(target).__name__}, not a function: name a "
+            "function, e.g. 'analysis:process_df'."
+        )
+    fn: Callable[..., Any] = target
+    return fn

@@ -1,0 +1,226 @@
+"""Input rules every entry point shares: run_with, cluster names, CPU caps, plot formats, users."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from radas_flows.data import validate_user_name
+from radas_flows.errors import RadasValueError
+
+__all__ = [
+    "CLUSTER_NAME_PATTERN",
+    "LOCAL_CPU_CAP",
+    "RUN_WITH_PATTERN",
+    "ParameterError",
+    "RunTarget",
+    "check_cpu_per_trial",
+    "check_user_name",
+    "cpu_cap_name",
+    "current_user_name",
+    "is_cluster_name",
+    "parse_run_with",
+    "plot_format_key",
+    "supported_plot_formats",
+]
+
+
+class ParameterError(RadasValueError):
+    """An experiment parameter is malformed; the message names the field and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# run_with and cluster names
+# ---------------------------------------------------------------------------------------------
+
+#: A cluster's name, in the registry and in ``run_with="cluster:<name>"``.
+CLUSTER_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+#: What ``run_with`` accepts, as the UI and the server check it.
+RUN_WITH_PATTERN = rf"^(local|cluster:{CLUSTER_NAME_PATTERN})$"
+
+_CLUSTER_NAME_RE = re.compile(CLUSTER_NAME_PATTERN)
+
+
+def is_cluster_name(name: object) -> bool:
+    """True when ``name`` may name a cluster (letters, digits, ``.``, ``_``, ``-``).
+
+    Example:
+        >>> is_cluster_name("atol-gpu-5090"), is_cluster_name("-x")
+        (True, False)
+    """
+    return isinstance(name, str) and _CLUSTER_NAME_RE.fullmatch(name) is not None
+
+
+@dataclass(frozen=True)
+class RunTarget:
+    """Where an experiment runs: this machine, or a named Ray cluster."""
+
+    kind: Literal["local", "cluster"]
+    cluster: str | None = None
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind == "local"
+
+    def __str__(self) -> str:
+        return "local" if self.kind == "local" else f"cluster:{self.cluster}"
+
+
+def parse_run_with(run_with: object) -> RunTarget:
+    """Parse ``run_with``: ``"local"`` or ``"cluster:<name>"``.
+
+    Args:
+        run_with: The value given by the user.
+
+    Returns:
+        The run target.
+
+    Raises:
+        RadasValueError: ``run_with`` is neither form.
+
+    Example:
+        >>> parse_run_with("cluster:atol-gpu-5090")
+        RunTarget(kind='cluster', cluster='atol-gpu-5090')
+    """
+    if run_with == "local":
+        return RunTarget("local")
+    if isinstance(run_with, str) and run_with.startswith("cluster:"):
+        name = run_with[len("cluster:") :]
+        if is_cluster_name(name):
+            return RunTarget("cluster", name)
+    raise RadasValueError(
+        f"run_with={run_with!r} is not valid: use 'local' or 'cluster:<name>' with a cluster "
+        "name from the registry (see `radas clusters` or get_cluster_availability())."
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# CPUs per trial
+# ---------------------------------------------------------------------------------------------
+
+#: How errors name the CPU cap of a local run.
+LOCAL_CPU_CAP = "the local CPUs"
+
+
+def cpu_cap_name(target: RunTarget) -> str:
+    """How errors name the most CPUs one trial may ask for on ``target``.
+
+    Example:
+        >>> cpu_cap_name(RunTarget("cluster", "atol"))
+        'cpu_per_node of atol'
+    """
+    return LOCAL_CPU_CAP if target.is_local else f"cpu_per_node of {target.cluster}"
+
+
+def check_cpu_per_trial(cpu_per_trial: object, cap: float | None, cap_name: str) -> float:
+    """Validate ``cpu_per_trial``: a positive number no larger than ``cap``.
+
+    Args:
+        cpu_per_trial: The value given by the user.
+        cap: The most CPUs one trial may ask for, or ``None`` when not known yet.
+        cap_name: How the message names the cap (see :func:`cpu_cap_name`).
+
+    Returns:
+        ``cpu_per_trial`` as a float.
+
+    Raises:
+        RadasValueError: Not a number, not positive, or above the cap.
+
+    Example:
+        >>> check_cpu_per_trial(2, 8.0, LOCAL_CPU_CAP)
+        2.0
+    """
+    if isinstance(cpu_per_trial, bool) or not isinstance(cpu_per_trial, int | float):
+        raise RadasValueError(
+            f"cpu_per_trial={cpu_per_trial!r} is not a number: give a positive number such as 1."
+        )
+    if not cpu_per_trial > 0:
+        raise RadasValueError(
+            f"cpu_per_trial={cpu_per_trial!r} must be greater than 0 (for example 1, 2 or 0.5)."
+        )
+    if cap is not None and cpu_per_trial > cap:
+        raise RadasValueError(
+            f"cpu_per_trial={cpu_per_trial!r} is more than {cap_name} ({cap:g}): a trial could "
+            f"never be scheduled. Use cpu_per_trial <= {cap:g}."
+        )
+    return float(cpu_per_trial)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plot formats
+# ---------------------------------------------------------------------------------------------
+
+
+def supported_plot_formats() -> dict[str, str]:
+    """Return the file formats matplotlib can save figures in, by extension.
+
+    Example:
+        >>> "png" in supported_plot_formats()
+        True
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats: dict[str, str] = FigureCanvasBase.get_supported_filetypes()
+    return dict(formats)
+
+
+def plot_format_key(plot_format: object) -> str | None:
+    """Return ``plot_format`` as matplotlib names it (``".SVG"`` -> ``"svg"``), None if unsupported.
+
+    Example:
+        >>> plot_format_key(".PNG"), plot_format_key("docx")
+        ('png', None)
+    """
+    if not isinstance(plot_format, str):
+        return None
+    key = plot_format.strip().lower().lstrip(".")
+    return key if key in supported_plot_formats() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# User names
+# ---------------------------------------------------------------------------------------------
+
+
+def check_user_name(user_name: object) -> str:
+    """Return ``user_name`` when it is safe as one path component, else raise RadasValueError.
+
+    Example:
+        >>> check_user_name("yuhang")
+        'yuhang'
+    """
+    try:
+        return validate_user_name(user_name)
+    except (TypeError, ValueError) as e:
+        raise RadasValueError(str(e)) from e
+
+
+def current_user_name() -> str:
+    """Return the login name of the user running this process, as radas uses it by default.
+
+    Returns:
+        The login name (``getpass.getuser()``: ``LOGNAME``, ``USER``, ... then the password
+        database).
+
+    Raises:
+        RuntimeError: No user name can be determined (e.g. a container without a passwd entry).
+
+    Example:
+        >>> isinstance(current_user_name(), str)
+        True
+    """
+    import getpass
+
+    try:
+        name = getpass.getuser()
+    except (KeyError, OSError) as e:
+        raise RuntimeError(
+            "Cannot determine the current user name; set the USER environment variable or pass "
+            "user_name='<your name>' explicitly."
+        ) from e
+    if not name:
+        raise RuntimeError(
+            "The current user name is empty; set USER or pass user_name='<your name>' explicitly."
+        )
+    return name
