@@ -37,7 +37,7 @@ def run_tags(spec: ExperimentSpec) -> list[str]:
     return [
         "radas",
         f"user:{spec.user_name}",
-        f"cluster:{target_for(spec).name}",
+        f"cluster:{target_for(spec.target).name}",
         f"experiment:{spec.experiment_name}",
     ]
 

@@ -12,7 +12,7 @@ import pytest
 
 from radas_flows import run_experiment
 from radas_flows.errors import RadasValueError
-from radas_flows.inputs.rules import RUN_WITH_PATTERN, parse_run_with
+from radas_flows.inputs.rules import RUN_WITH_PATTERN, RunTarget, parse_run_with
 from radas_flows.inputs.runtime_env import (
     LOCAL_RUNTIME_ENV_KEYS,
     RUNTIME_ENV_KEYS,
@@ -117,7 +117,7 @@ def test_experiment_name_uses_the_real_cwd(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_run_with_and_dos_parsing() -> None:
-    assert parse_run_with("local").is_local
+    assert parse_run_with("local") == RunTarget("local")
     target = parse_run_with("cluster:atol-gpu-5090")
     assert (target.kind, target.cluster, str(target)) == (
         "cluster",
@@ -141,7 +141,7 @@ def test_run_with_has_one_rule_for_the_flow_the_spec_and_management(run_with: st
     except RadasValueError:
         target = None
     assert (target is not None) == accepted
-    if target is not None and not target.is_local:
+    if target is not None and target.cluster is not None:
         assert cluster_name_from_run_with(run_with) == target.cluster
     else:
         with pytest.raises(ValueError, match="cluster"):

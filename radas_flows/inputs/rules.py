@@ -17,7 +17,6 @@ __all__ = [
     "RunTarget",
     "check_cpu_per_trial",
     "check_user_name",
-    "cpu_cap_name",
     "current_user_name",
     "is_cluster_name",
     "parse_run_with",
@@ -59,12 +58,8 @@ class RunTarget:
     kind: Literal["local", "cluster"]
     cluster: str | None = None
 
-    @property
-    def is_local(self) -> bool:
-        return self.kind == "local"
-
     def __str__(self) -> str:
-        return "local" if self.kind == "local" else f"cluster:{self.cluster}"
+        return f"cluster:{self.cluster}" if self.cluster else self.kind
 
 
 def parse_run_with(run_with: object) -> RunTarget:
@@ -103,23 +98,13 @@ def parse_run_with(run_with: object) -> RunTarget:
 LOCAL_CPU_CAP = "the local CPUs"
 
 
-def cpu_cap_name(target: RunTarget) -> str:
-    """How errors name the most CPUs one trial may ask for on ``target``.
-
-    Example:
-        >>> cpu_cap_name(RunTarget("cluster", "atol"))
-        'cpu_per_node of atol'
-    """
-    return LOCAL_CPU_CAP if target.is_local else f"cpu_per_node of {target.cluster}"
-
-
 def check_cpu_per_trial(cpu_per_trial: object, cap: float | None, cap_name: str) -> float:
     """Validate ``cpu_per_trial``: a positive number no larger than ``cap``.
 
     Args:
         cpu_per_trial: The value given by the user.
         cap: The most CPUs one trial may ask for, or ``None`` when not known yet.
-        cap_name: How the message names the cap (see :func:`cpu_cap_name`).
+        cap_name: How the message names the cap (the run target says it).
 
     Returns:
         ``cpu_per_trial`` as a float.

@@ -10,7 +10,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
-from radas_flows.core import local_cpus
 from radas_flows.errors import RadasValueError
 from radas_flows.inputs.plot_settings import (
     AnalysisOptions,
@@ -22,22 +21,19 @@ from radas_flows.inputs.plot_settings import (
 from radas_flows.inputs.references import reference_of, resolve_trainable_reference
 from radas_flows.inputs.rules import (
     RunTarget,
-    check_cpu_per_trial,
     check_user_name,
-    cpu_cap_name,
     parse_run_with,
     plot_format_key,
     supported_plot_formats,
 )
-from radas_flows.inputs.runtime_env import check_runtime_env
 from radas_flows.secret_refs import separate_secrets
+from radas_flows.targets import target_for
 
 #: What ``run_choice`` may say when the experiment exists (``None``: ask).
 RunChoice = Literal["run", "restore", "attach", "stop_attach"]
 #: The phases ``dos`` may list.
 Phase = Literal["run", "analyze"]
 RUN_CHOICES: tuple[str, ...] = get_args(RunChoice)
-CLUSTER_ONLY_RUN_CHOICES: tuple[str, ...] = ("attach", "stop_attach")
 DOS: tuple[str, ...] = get_args(Phase)
 TUNER_INIT_KWARGS: tuple[str, ...] = ("tune_config", "run_config")
 _EMAIL_RE = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
@@ -76,8 +72,8 @@ def check_dos(dos: object) -> tuple[str, ...]:
     return tuple(d for d in DOS if d in dos)
 
 
-def check_run_choice(run_choice: object, target: RunTarget) -> str | None:
-    """Validate ``run_choice`` against the run target."""
+def check_run_choice(run_choice: object) -> str | None:
+    """Validate ``run_choice`` (the run target checks the choices it supports)."""
     if run_choice is None:
         return None
     if run_choice not in RUN_CHOICES:
@@ -85,12 +81,6 @@ def check_run_choice(run_choice: object, target: RunTarget) -> str | None:
             f"run_choice={run_choice!r} is not valid: use one of "
             + ", ".join(repr(c) for c in RUN_CHOICES)
             + " (or None to be asked when the experiment exists)."
-        )
-    if target.is_local and run_choice in CLUSTER_ONLY_RUN_CHOICES:
-        raise RadasValueError(
-            f"run_choice={run_choice!r} only applies to cluster runs (run_with='cluster:<name>'): "
-            "a local run lives in this process, so there is no job to attach to or stop. "
-            "Use run_choice='run' or 'restore' locally."
         )
     return str(run_choice)
 
@@ -263,15 +253,13 @@ def build_spec(
     full_name = sanitize_experiment_name(experiment_name, cwd)
     target = parse_run_with(run_with)
     phases = check_dos(dos)
-    choice = check_run_choice(run_choice, target)
+    placement = target_for(target)
+    choice = placement.check_run_choice(check_run_choice(run_choice))
     trainable_obj, trainable_ref = check_trainable(trainable, cwd=cwd)
-    env = check_runtime_env(_check_dict("runtime_env", runtime_env), local=target.is_local)
+    env = placement.check_runtime_env(_check_dict("runtime_env", runtime_env))
     space, secrets = separate_secrets(_check_dict("param_space", param_space))
     tik = check_tuner_init_kwargs(tuner_init_kwargs)
-    cap: float | None = cpu_cap
-    if target.is_local and cap is None:
-        cap = float(local_cpus())
-    cpus = check_cpu_per_trial(cpu_per_trial, cap, cpu_cap_name(target))
+    cpus = placement.check_cpu_per_trial(cpu_per_trial, cpu_cap)
     fmt = check_plot_format(plot_format)
     analysis = AnalysisOptions(
         tuner_to_df_fn=tuner_to_df_fn or default_tuner_to_df_fn,

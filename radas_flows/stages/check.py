@@ -22,7 +22,7 @@ def cluster_check(spec: ExperimentSpec) -> TargetCheck:
     key = artifact_key("clusters", spec.user_name, spec.experiment_name)
     description = f"Cluster availability when {spec.experiment_name!r} was checked"
     try:
-        check = target_for(spec).check(spec)
+        check = target_for(spec.target).check(spec)
     except ClusterUnavailableError as e:
         if e.rows:
             create_table(key, e.rows, description)

@@ -40,7 +40,7 @@ def follow_run(spec: ExperimentSpec, handle: RunHandle, logger: Any) -> MonitorR
         ),
         logger,
     )
-    tuner = target_for(spec).follow(spec, handle, progress)
+    tuner = target_for(spec.target).follow(spec, handle, progress)
     outcomes = tuner.trial_outcomes()
     result = MonitorResult(tuner, outcomes, time.time() - handle.started_at)
     logger.info(

@@ -42,7 +42,7 @@ def driver_spec_for(
     if check.gpu_per_cpu:
         resources["gpu"] = cpu_per_trial * check.gpu_per_cpu
     return DriverSpec(
-        trainable=(target or target_for(spec)).driver_trainable(spec),
+        trainable=(target or target_for(spec.target)).driver_trainable(spec),
         param_space=spec.param_space,
         tuner_init_kwargs=spec.tuner_init_kwargs,
         storage_path=f"{base}/{spec.user_name}",
@@ -63,7 +63,7 @@ def submit_run(
     """Start ``spec`` on its target with ``cpu_per_trial``; the task run's id keys the job."""
     from prefect.runtime import task_run
 
-    target = target_for(spec)
+    target = target_for(spec.target)
     driver_spec = driver_spec_for(
         spec, mode, cpu_per_trial=cpu_per_trial, check=check, target=target
     )
@@ -118,4 +118,4 @@ def experiment_attach(spec: ExperimentSpec, check: TargetCheck) -> RunHandle | N
 
     Returns None when no job runs and stored results exist (the flow analyzes those).
     """  # noqa: E501
-    return target_for(spec).attach(spec, check, get_run_logger())
+    return target_for(spec.target).attach(spec, check, get_run_logger())

@@ -14,7 +14,7 @@ from radas_flows.targets.base import (
 )
 
 if TYPE_CHECKING:
-    from radas_flows.inputs.spec import ExperimentSpec
+    from radas_flows.inputs.rules import RunTarget
 
 __all__ = [
     "ClusterUnavailableError",
@@ -27,13 +27,12 @@ __all__ = [
 ]
 
 
-def target_for(spec: ExperimentSpec) -> Target:
-    """The target that runs ``spec``: its ``run_with`` (``"local"``, ``"cluster:<name>"``)."""
-    if spec.target.kind == "local":
+def target_for(run_target: RunTarget) -> Target:
+    """The target of a parsed ``run_with`` (``"local"``, ``"cluster:<name>"``)."""
+    if run_target.cluster is None:
         from radas_flows.targets.local import LocalTarget
 
         return LocalTarget()
     from radas_flows.targets.cluster import ClusterTarget
 
-    assert spec.target.cluster is not None  # parse_run_with sets it for every cluster target
-    return ClusterTarget(spec.target.cluster)
+    return ClusterTarget(run_target.cluster)

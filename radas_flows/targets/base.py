@@ -120,6 +120,18 @@ class Target(Protocol):
 
     name: str  # what tags and reports call it: "local", or the cluster's name
 
+    def check_run_choice(self, run_choice: str | None) -> str | None:
+        """Refuse a valid ``run_choice`` this target cannot do (before anything runs)."""
+        ...
+
+    def check_runtime_env(self, runtime_env: dict[str, Any]) -> dict[str, Any]:
+        """Check a runtime_env against what this target applies (raise naming the fix)."""
+        ...
+
+    def check_cpu_per_trial(self, cpu_per_trial: object, cpu_cap: float | None) -> float:
+        """Check ``cpu_per_trial`` against the most one trial may get here (or ``cpu_cap``)."""
+        ...
+
     def check(self, spec: ExperimentSpec) -> TargetCheck:
         """Is the target there, with room for one trial? Raise ClusterUnavailableError if not."""
         ...

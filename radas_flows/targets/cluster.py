@@ -33,6 +33,8 @@ from radas_flows.clusters.jobs import (
 )
 from radas_flows.clusters.registry import ClusterConfig, RegistryError, get_cluster, load_registry
 from radas_flows.errors import ExperimentStateError, RadasValueError
+from radas_flows.inputs.rules import check_cpu_per_trial
+from radas_flows.inputs.runtime_env import check_runtime_env
 from radas_flows.targets.base import ClusterUnavailableError, Progress, RunHandle, TargetCheck
 from radas_flows.targets.cluster_follow import (
     KEEP_JOB_ENV,
@@ -59,6 +61,16 @@ class ClusterTarget:
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def check_run_choice(self, run_choice: str | None) -> str | None:
+        return run_choice
+
+    def check_runtime_env(self, runtime_env: dict[str, Any]) -> dict[str, Any]:
+        return check_runtime_env(runtime_env, local=False)
+
+    def check_cpu_per_trial(self, cpu_per_trial: object, cpu_cap: float | None) -> float:
+        """Checked against ``cpu_per_node`` by :meth:`check`, once the registry is read."""
+        return check_cpu_per_trial(cpu_per_trial, cpu_cap, f"cpu_per_node of {self.name}")
+
     # -- check ---------------------------------------------------------------------------
 
     def check(self, spec: ExperimentSpec) -> TargetCheck:
@@ -75,7 +87,6 @@ class ClusterTarget:
             ClusterAuthError: The cluster's token is missing or rejected.
         """
         from radas_flows.core import results_root
-        from radas_flows.inputs.rules import check_cpu_per_trial
 
         name = self.name
         self.driver_trainable(spec)
@@ -95,9 +106,7 @@ class ClusterTarget:
                 f"list, or try again later.\n\n{text}",
                 rows,
             )
-        check_cpu_per_trial(
-            spec.cpu_per_trial, float(cluster.cpu_per_node), f"cpu_per_node of {name}"
-        )
+        self.check_cpu_per_trial(spec.cpu_per_trial, float(cluster.cpu_per_node))
         job_client(cluster)  # the token is read and checked here, before any submission
         return TargetCheck(
             target=f"cluster:{name}",

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 from radas_flows._artifacts import run_logger
 from radas_flows.core import local_cpus, local_gpus
 from radas_flows.errors import RadasError, RadasValueError
-from radas_flows.inputs.runtime_env import local_runtime_env
+from radas_flows.inputs.rules import LOCAL_CPU_CAP, check_cpu_per_trial
+from radas_flows.inputs.runtime_env import check_runtime_env, local_runtime_env
 from radas_flows.targets.base import (
     DriverFailedError,
     Progress,
@@ -53,6 +54,22 @@ class LocalTarget:
     """This machine: an embedded, private local Ray (see :func:`ensure_local_ray`)."""
 
     name = "local"
+
+    def check_run_choice(self, run_choice: str | None) -> str | None:
+        if run_choice in ("attach", "stop_attach"):
+            raise RadasValueError(
+                f"run_choice={run_choice!r} only applies to cluster runs "
+                "(run_with='cluster:<name>'): a local run lives in this process, so there is no "
+                "job to attach to or stop. Use run_choice='run' or 'restore' locally."
+            )
+        return run_choice
+
+    def check_runtime_env(self, runtime_env: dict[str, Any]) -> dict[str, Any]:
+        return check_runtime_env(runtime_env, local=True)
+
+    def check_cpu_per_trial(self, cpu_per_trial: object, cpu_cap: float | None) -> float:
+        cap = float(local_cpus()) if cpu_cap is None else cpu_cap
+        return check_cpu_per_trial(cpu_per_trial, cap, LOCAL_CPU_CAP)
 
     def check(self, spec: ExperimentSpec) -> TargetCheck:
         cpus, gpus = local_cpus(), local_gpus()
@@ -103,10 +120,8 @@ class LocalTarget:
         return handle
 
     def attach(self, spec: ExperimentSpec, check: TargetCheck, logger: Any) -> RunHandle | None:
-        raise RadasValueError(  # spec validation refuses this first; kept for direct callers
-            f"run_choice={spec.run_choice!r} only applies to cluster runs: a local run lives in "
-            "its own process, so there is no job to attach to or stop."
-        )
+        self.check_run_choice(spec.run_choice)  # refused when the spec was built
+        return None
 
     def follow(self, spec: ExperimentSpec, handle: RunHandle, progress: Progress) -> Tuner:
         """Wait for the driver thread, updating progress as trials end."""
