@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
-import pickle
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from radas_flows.artifact_formats import SUPPORTED_EXTENSIONS, extension, read_bytes, write_bytes
 from radas_flows.data import validate_user_name
 from radas_flows.secrets import redact_registered, register_secret
 
@@ -30,14 +27,6 @@ __all__ = [
 
 #: Key prefix used when neither ``prefix`` nor ``RADAS_S3_PREFIX`` is given.
 DEFAULT_PREFIX = "radas-artifacts"
-#: File extensions and the format each one selects.
-SUPPORTED_EXTENSIONS: dict[str, str] = {
-    ".pkl": "pickle (any picklable object)",
-    ".json": "JSON (dicts, lists, numbers, strings)",
-    ".csv": "CSV (pandas DataFrame; the index is not stored)",
-    ".parquet": "Parquet (pandas DataFrame)",
-    ".txt": "UTF-8 text (str)",
-}
 _CONNECT_TIMEOUT_S = 5
 _READ_TIMEOUT_S = 60
 _MAX_ATTEMPTS = 2
@@ -276,86 +265,6 @@ def _fail(store: _Store, e: Exception, path: str, action: str) -> NoReturn:
     raise e
 
 
-def _extension(path: str) -> str:
-    name = path.rsplit("/", 1)[-1]
-    ext = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    if ext not in SUPPORTED_EXTENSIONS:
-        supported = ", ".join(SUPPORTED_EXTENSIONS)
-        raise ValueError(
-            f"Unsupported artifact extension {ext or '(none)'!r} in {path!r}; use one of "
-            f"{supported} (.pkl stores any picklable object)."
-        )
-    return ext
-
-
-def _require_dataframe(obj: object, path: str) -> Any:
-    import pandas as pd
-
-    if not isinstance(obj, pd.DataFrame):
-        raise TypeError(
-            f"{path!r} needs a pandas DataFrame, got {type(obj).__name__}; save other objects "
-            "as .pkl (or .json)."
-        )
-    return obj
-
-
-def _to_csv(obj: object, path: str) -> bytes:
-    return _require_dataframe(obj, path).to_csv(index=False).encode("utf-8")
-
-
-def _to_parquet(obj: object, path: str) -> bytes:
-    df = _require_dataframe(obj, path)
-    buffer = io.BytesIO()
-    try:
-        df.to_parquet(buffer)
-    except (ValueError, TypeError, ImportError) as e:
-        raise TypeError(f"Cannot store {path!r} as Parquet ({e}); use .pkl instead.") from e
-    return buffer.getvalue()
-
-
-def _to_json(obj: object, path: str) -> bytes:
-    try:
-        return json.dumps(obj, ensure_ascii=False).encode("utf-8")
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"Cannot store {path!r} as JSON ({e}); use a .pkl path instead.") from e
-
-
-def _to_text(obj: object, path: str) -> bytes:
-    if not isinstance(obj, str):
-        raise TypeError(f"{path!r} needs a str, got {type(obj).__name__}; use .pkl for objects.")
-    return obj.encode("utf-8")
-
-
-def _to_pickle(obj: object, path: str) -> bytes:
-    try:
-        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except (pickle.PicklingError, TypeError, AttributeError) as e:
-        raise TypeError(f"Cannot pickle the object for {path!r} ({e}).") from e
-
-
-_WRITERS: dict[str, tuple[Callable[[object, str], bytes], str]] = {
-    ".pkl": (_to_pickle, "application/octet-stream"),
-    ".json": (_to_json, "application/json"),
-    ".csv": (_to_csv, "text/csv"),
-    ".parquet": (_to_parquet, "application/vnd.apache.parquet"),
-    ".txt": (_to_text, "text/plain; charset=utf-8"),
-}
-
-
-def _read(ext: str, data: bytes) -> Any:
-    if ext == ".pkl":
-        return pickle.loads(data)  # trusted data only: see load_cloud_artifact
-    if ext == ".json":
-        return json.loads(data.decode("utf-8"))
-    if ext == ".txt":
-        return data.decode("utf-8")
-    import pandas as pd
-
-    if ext == ".csv":
-        return pd.read_csv(io.BytesIO(data))
-    return pd.read_parquet(io.BytesIO(data))
-
-
 def save_cloud_artifact(path: str, obj: Any) -> None:
     """Store an object under the user's prefix; the extension picks the format.
 
@@ -383,8 +292,7 @@ def save_cloud_artifact(path: str, obj: Any) -> None:
     """
     store = _get_store()
     key = store.key(path)
-    writer, content_type = _WRITERS[_extension(path)]
-    data = writer(obj, path)
+    data, content_type = write_bytes(extension(path), obj, path)
     try:
         store.client.put_object(Bucket=store.bucket, Key=key, Body=data, ContentType=content_type)
     except Exception as e:
@@ -420,13 +328,13 @@ def load_cloud_artifact(path: str) -> Any:
     """
     store = _get_store()
     key = store.key(path)
-    ext = _extension(path)
+    ext = extension(path)
     try:
         response = store.client.get_object(Bucket=store.bucket, Key=key)
         data = response["Body"].read()
     except Exception as e:
         _fail(store, e, path, "load")
-    return _read(ext, data)
+    return read_bytes(ext, data)
 
 
 def rm_cloud_artifact(path: str, *, missing_ok: bool = False) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 import radas_flows.email as remail
+import radas_flows.smtp_settings as smtp_settings
 from radas_flows.email import EmailConfigError, EmailSendError, send_email
 from radas_flows.secrets import register_secret
 
@@ -79,7 +80,7 @@ def test_html_email_to_several_recipients(
     msg = smtp_server.messages[0]
     assert msg.get_content_type() == "text/html"
     assert "<b>0.93</b>" in msg.get_content()
-    assert msg["From"] == remail.DEFAULT_FROM
+    assert msg["From"] == smtp_settings.DEFAULT_FROM
     assert smtp_server.envelopes[0][1] == ["alice@example.com", "bob@example.com"]
 
 
@@ -362,7 +363,8 @@ def test_docstring_examples(smtp_env: Callable[..., None]) -> None:
     smtp_env()  # the example sets RADAS_SMTP_*; monkeypatch restores them afterwards
     out = io.StringIO()
     runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder().find(remail):
-        runner.run(test, out=out.write)
+    for module in (remail, smtp_settings):
+        for test in doctest.DocTestFinder().find(module):
+            runner.run(test, out=out.write)
     assert runner.tries > 0
     assert runner.failures == 0, out.getvalue()
