@@ -1,4 +1,4 @@
-"""Out-of-memory escalation in the radas flow: re-run exactly the trials that ran out of memory."""
+"""The out-of-memory re-run loop of the radas flow: re-run only the trials out of memory."""
 
 from __future__ import annotations
 
@@ -10,33 +10,26 @@ from typing import Any
 from prefect import get_run_logger
 
 from radas_flows.availability import TargetCheck
-from radas_flows.escalation import (
-    OutOfMemoryCapError,
-    cap_failure_text,
-    classify_error,
-    format_number,
-    read_trial_error,
-)
+from radas_flows.driver import config_list_searcher
 from radas_flows.monitoring import DriverFailedError, MonitorResult, experiment_monitor
-from radas_flows.oom_rounds import (
-    OomManifest,
-    OomRound,
-    Outcome,
+from radas_flows.oom.detect import classify_error
+from radas_flows.oom.merge import (
     TrialHistory,
-    config_key,
-    final_index,
-    match_round,
-    max_oom_rounds,
-    plan_round,
-    read_manifest,
+    final_trials,
+    load_analysis,
+    next_round,
     recommendation_for,
-    round_name,
-    sibling_path,
-    write_manifest,
+    record_round,
+    record_run,
+    replay_rounds,
+    round_text,
+    stored_trials,
 )
+from radas_flows.oom.policy import OutOfMemoryCapError
+from radas_flows.oom.rounds import OomManifest, max_oom_rounds, read_manifest, write_manifest
 from radas_flows.spec import ExperimentSpec
 from radas_flows.submission import RunHandle, experiment_submit
-from radas_flows.tuner import Tuner, trial_cpus
+from radas_flows.tuner import Tuner
 
 
 @dataclass
@@ -75,8 +68,6 @@ def rerun_spec(spec: ExperimentSpec, configs: list[dict[str, Any]], name: str) -
     """
     from ray import tune
 
-    from radas_flows.driver import config_list_searcher
-
     user = spec.tuner_init_kwargs.get("tune_config") or tune.TuneConfig()
     tune_config = dataclasses.replace(
         user, search_alg=config_list_searcher(configs), scheduler=None, num_samples=len(configs)
@@ -94,47 +85,22 @@ def _metric_mode(spec: ExperimentSpec) -> tuple[str | None, str | None]:
     return (metric if isinstance(metric, str) else None), (mode if isinstance(mode, str) else None)
 
 
-def _trial_error_kind(trial: Any) -> Outcome:
-    error: Any = None
-    try:
-        error = trial.get_pickled_error() or trial.get_error()
-    except Exception:  # an unreadable error.pkl; the text below remains
-        error = None
-    if classify_error(error) == "oom":
-        return "oom"
-    try:
-        text = read_trial_error(
-            trial.storage.trial_fs_path, filesystem=trial.storage.storage_filesystem
-        )
-    except Exception:
-        text = None
-    return "oom" if classify_error(text) == "oom" else "error"
-
-
-def execution_outcome(trial: Any, *, aborted: bool) -> Outcome:
-    """How one Tune trial ended: completed, out of memory, another error, or unfinished.
-
-    ``aborted``: Tune itself stopped because Ray's memory monitor killed a trial; then every
-    trial that had not completed counts as out of memory (Tune records no error for them).
-    """
-    if trial.status == "TERMINATED":
-        return "completed"
-    if trial.status == "ERROR":
-        return _trial_error_kind(trial)
-    return "oom" if aborted else "unfinished"
-
-
 def _follow(
     spec: ExperimentSpec, handle: RunHandle, *, escalate: bool
-) -> tuple[MonitorResult | None, list[Any], DriverFailedError | None]:
-    """Monitor a run; when Tune itself stopped out of memory, read back what it stored."""
+) -> tuple[MonitorResult | None, list[Any], bool]:
+    """Monitor a run; when Tune itself stopped out of memory, read back what it stored.
+
+    Returns:
+        The monitor's result (None when Tune stopped), the run's own trials, and whether Tune
+        stopped out of memory.
+    """
     filesystem = handle.driver_spec.storage_filesystem
     try:
         monitor = experiment_monitor(spec, handle)
     except DriverFailedError as e:
         if not escalate or classify_error(e) != "oom":
             raise
-        stored = _stored_trials(handle.experiment_path, filesystem)
+        stored = stored_trials(handle.experiment_path, filesystem)
         if stored is None:
             raise
         get_run_logger().warning(
@@ -142,60 +108,10 @@ def _follow(
             "%s that had not completed count as out of memory.",
             handle.experiment_path,
         )
-        return None, stored, e
-    tuner = monitor.tuner
-    if tuner.oom_rounds:  # a cluster run read back with earlier rounds merged in
-        tuner = Tuner.from_path(
-            handle.experiment_path, storage_filesystem=filesystem, merge_rounds=False
-        )
-    return monitor, tuner.trials(), None
-
-
-def _stored_trials(path: str, filesystem: Any) -> list[Any] | None:
-    try:
-        return Tuner.from_path(path, storage_filesystem=filesystem, merge_rounds=False).trials()
-    except Exception:  # Tune stopped before it stored any state
-        return None
-
-
-def _record_round(
-    histories: dict[str, TrialHistory], entry: OomRound, trials: list[Any], *, aborted: bool
-) -> None:
-    by_id = {trial.trial_id: trial for trial in trials}
-    matched = match_round(entry, [(trial.trial_id, trial.config) for trial in trials])
-    for trial_id, root in matched.items():
-        trial = by_id[trial_id]
-        histories[root].record(
-            entry.cpu_per_trial, execution_outcome(trial, aborted=aborted), trial
-        )
-    for root in set(entry.roots) - set(matched.values()):  # never started in this round
-        histories[root].record(entry.cpu_per_trial, "oom" if aborted else "unfinished")
-
-
-def _replay_rounds(
-    path: str, manifest: OomManifest, histories: dict[str, TrialHistory], filesystem: Any
-) -> None:
-    """Add the rounds of an earlier flow run (before a restore or an attach) to the histories."""
-    for entry in manifest.rounds:
-        stored = _stored_trials(sibling_path(path, entry.name), filesystem)
-        if stored is None:
-            continue
-        for root in entry.roots:
-            histories.setdefault(root, TrialHistory(root, {}))
-        _record_round(histories, entry, stored, aborted=False)
-
-
-def _final_trial(history: TrialHistory) -> Any:
-    runs = [(o, t) for o, t in zip(history.outcomes, history.trials, strict=True) if t is not None]
-    return runs[final_index([outcome for outcome, _ in runs])][1]
-
-
-def _trials_text(histories: list[TrialHistory]) -> str:
-    from radas_flows.secrets import redact
-
-    shown = ", ".join(f"{h.root} {redact(h.config)}" for h in histories[:5])
-    more = f" and {len(histories) - 5} more" if len(histories) > 5 else ""
-    return shown + more
+        return None, stored, True
+    if monitor.tuner.oom_rounds:  # a cluster run read back with earlier rounds merged in
+        return monitor, list(load_analysis(handle.experiment_path, filesystem).trials), False
+    return monitor, monitor.tuner.trials(), False
 
 
 def follow_and_escalate(
@@ -209,7 +125,7 @@ def follow_and_escalate(
     """Follow a run to its end, re-running trials that ran out of memory with more CPUs.
 
     After the run, every errored trial is classified
-    (:func:`~radas_flows.escalation.classify_error`). While some ran out of memory,
+    (:func:`~radas_flows.oom.classify_error`). While some ran out of memory,
     cpu_per_trial is doubled (the GPU share follows ``check.gpu_per_cpu``) and only those
     trials run again, with their exact configs, as a new Tune experiment
     ``<full name>__oom_round_<k>`` beside the original (a restore would keep the old
@@ -235,79 +151,49 @@ def follow_and_escalate(
         max_rounds = max_oom_rounds()
     base_cpu = float(handle.driver_spec.resources.get("cpu", spec.cpu_per_trial))
     monitor, main_trials, aborted = _follow(spec, handle, escalate=max_rounds > 0)
-
     manifest = None if fresh else read_manifest(path, filesystem)
     if manifest is None:
-        metric, mode = _metric_mode(spec)
-        manifest = OomManifest(base_cpu, metric, mode)
-    histories: dict[str, TrialHistory] = {}
-    for trial in main_trials:
-        history = histories[trial.trial_id] = TrialHistory(trial.trial_id, dict(trial.config))
-        outcome = execution_outcome(trial, aborted=aborted is not None)
-        history.record(trial_cpus(trial) or base_cpu, outcome, trial)
-    _replay_rounds(path, manifest, histories, filesystem)
+        manifest = OomManifest(base_cpu, *_metric_mode(spec))
+    histories = record_run(main_trials, base_cpu=base_cpu, aborted=aborted)
+    replay_rounds(path, manifest, histories, filesystem)
 
-    rounds_run, failure = 0, None
-    while max_rounds > 0:
-        pending = [h for h in histories.values() if h.outcome == "oom"]
-        if not pending:
-            break
-        current = max(max(h.cpus) for h in pending)
-        action, cpu = plan_round(current, check.cpu_cap, rounds_run, max_rounds)
-        if action != "escalate" or cpu is None:
-            tried = sorted({c for h in pending for c in h.cpus})
-            failure = OutOfMemoryCapError(
-                cap_failure_text(
-                    [h.root for h in pending],
-                    tried,
-                    check.cpu_cap,
-                    max_rounds=max_rounds if action == "max_rounds" else None,
-                )
-            )
-            logger.error("%s", failure)
-            break
-        number = len(manifest.rounds) + 1
-        entry = OomRound(
-            number,
-            round_name(spec.full_name, number),
-            cpu,
-            [h.root for h in pending],
-            [config_key(h.config) for h in pending],
+    failure, rounds_run = None, 0
+    while True:
+        step = next_round(
+            histories,
+            manifest,
+            full_name=spec.full_name,
+            cap=check.cpu_cap,
+            rounds_run=rounds_run,
+            max_rounds=max_rounds,
         )
-        manifest.rounds.append(entry)
+        if step is None or isinstance(step, OutOfMemoryCapError):
+            failure = step
+            break
+        manifest.rounds.append(step)
         write_manifest(path, manifest, filesystem)
-        logger.warning(
-            "%d %s ran out of memory at cpu_per_trial=%s: %s. Re-running only %s with "
-            "cpu_per_trial=%s (round %d, at most %d per run), stored as %s.",
-            len(pending),
-            "trial" if len(pending) == 1 else "trials",
-            format_number(current),
-            _trials_text(pending),
-            "it" if len(pending) == 1 else "them",
-            format_number(cpu),
-            number,
-            max_rounds,
-            sibling_path(path, entry.name),
-        )
-        round_spec = rerun_spec(spec, [h.config for h in pending], entry.name)
+        logger.warning("%s", round_text(step, histories, path, max_rounds))
+        configs = [histories[root].config for root in step.roots]
+        round_spec = rerun_spec(spec, configs, step.name)
         round_handle = experiment_submit(
-            round_spec, "run", cpu, check.gpu_per_cpu, check.results_root
+            round_spec, "run", step.cpu_per_trial, check.gpu_per_cpu, check.results_root
         )
         _, trials, round_aborted = _follow(round_spec, round_handle, escalate=True)
         rounds_run += 1
-        _record_round(histories, entry, trials, aborted=round_aborted is not None)
+        record_round(histories, step, trials, aborted=round_aborted)
 
+    if failure is not None:
+        logger.error("%s", failure)
     recommendation = recommendation_for(histories.values())
     if recommendation:
         logger.info("%s", recommendation)
     if manifest.rounds or monitor is None:
-        metric, mode = manifest.metric, manifest.mode
         tuner = Tuner.merged(
             path,
-            [_final_trial(h) for h in histories.values()],
+            final_trials(histories.values()),
             storage_filesystem=filesystem,
-            metric=metric,
-            mode=mode,
+            metric=manifest.metric,
+            mode=manifest.mode,
             oom_rounds=manifest.rounds,
         )
     else:

@@ -16,7 +16,7 @@ from radas_flows.analysis import AnalysisResult, analyze_results
 from radas_flows.availability import cluster_check
 from radas_flows.core import experiment_path
 from radas_flows.notification import RunReport, notify_run, run_outcome
-from radas_flows.oom_rounds import OomManifest, max_oom_rounds, read_manifest, remove_rounds
+from radas_flows.oom.rounds import OomManifest, max_oom_rounds, read_manifest, remove_rounds
 from radas_flows.run_choice import decide_mode, experiment_exists
 from radas_flows.secrets import redact, redact_registered, scrub_exception
 from radas_flows.spec import ExperimentSpec

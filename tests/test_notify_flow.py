@@ -15,8 +15,8 @@ from ray import tune
 
 from radas_flows import run_experiment
 from radas_flows.errors import ExperimentStateError, RadasError
-from radas_flows.escalation import OutOfMemoryCapError
 from radas_flows.notification import RunReport, notify_retry_settings, run_outcome
+from radas_flows.oom import OutOfMemoryCapError
 from tests import notify_trainables as nt
 from tests import prefect_reads as pr
 from tests.smtp_server import SmtpServer, free_local_port

@@ -13,8 +13,8 @@ from ray import tune
 
 from radas_flows import Tuner, run_experiment
 from radas_flows.core import experiment_path
-from radas_flows.escalation import OutOfMemoryCapError
-from radas_flows.oom_rounds import MANIFEST_FILE, read_manifest, sibling_path
+from radas_flows.oom import OutOfMemoryCapError
+from radas_flows.oom.rounds import MANIFEST_FILE, read_manifest, sibling_path
 from tests.oom_trainables import (
     failing_in_turn,
     memory_grabber,
