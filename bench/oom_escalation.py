@@ -95,7 +95,7 @@ def raw_escalation(space: dict[str, Any], storage: str, name: str) -> tuple[int,
     """The sweep, then exactly its out-of-memory configs again at 2 CPUs, with plain Tune."""
     from ray import tune
 
-    from radas_flows.escalation import classify_error
+    from radas_flows.oom import classify_error
 
     first = raw_tune(space, 1, storage, name)
     failed = [r.config for r in first if r.error is not None and classify_error(r.error) == "oom"]

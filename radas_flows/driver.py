@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import os
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    import pyarrow.fs
 
 SUMMARY_FILE = "radas_summary.json"
+#: Trial ids that completed before Tune itself stopped (Ray's memory monitor aborts ``fit()``).
+COMPLETED_FILE = "radas_completed_trials.json"
 
 
 @dataclass
@@ -122,21 +129,75 @@ def resolve_trainable(trainable: Any) -> Any:
     return trainable
 
 
+def _resolve(
+    path: str, filesystem: pyarrow.fs.FileSystem | None
+) -> tuple[pyarrow.fs.FileSystem | None, str]:
+    """A pyarrow filesystem and path for remote storage; (None, path) for a local folder."""
+    if filesystem is not None:
+        return filesystem, path
+    if "://" in path:
+        import pyarrow.fs
+
+        return pyarrow.fs.FileSystem.from_uri(path)
+    return None, path
+
+
+def read_text(path: str, filesystem: pyarrow.fs.FileSystem | None = None) -> str | None:
+    """The text of a file on local or remote storage, or None when it does not exist."""
+    fs, fs_path = _resolve(path, filesystem)
+    if fs is None:
+        local = Path(fs_path)
+        return local.read_text(encoding="utf-8") if local.is_file() else None
+    import pyarrow.fs
+
+    if fs.get_file_info(fs_path).type != pyarrow.fs.FileType.File:
+        return None
+    with fs.open_input_stream(fs_path) as stream:
+        return bytes(stream.readall()).decode("utf-8")
+
+
+def write_text(path: str, text: str, filesystem: pyarrow.fs.FileSystem | None = None) -> None:
+    """Write a small file on local (atomically) or remote storage, creating its folder."""
+    fs, fs_path = _resolve(path, filesystem)
+    if fs is None:
+        local = Path(fs_path)
+        local.parent.mkdir(parents=True, exist_ok=True)
+        partial = local.with_name(f".{local.name}.partial")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, local)
+        return
+    fs.create_dir(fs_path.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(fs_path) as stream:
+        stream.write(text.encode("utf-8"))
+
+
+def read_completed_ids(
+    experiment_path: str, filesystem: pyarrow.fs.FileSystem | None = None
+) -> set[str]:
+    """Trial ids the driver saw complete before Tune stopped early (empty when it did not)."""
+    text = read_text(f"{experiment_path.rstrip('/')}/{COMPLETED_FILE}", filesystem)
+    return set(json.loads(text)) if text else set()
+
+
+def write_completed_ids(
+    experiment_path: str, trial_ids: Iterable[str], filesystem: pyarrow.fs.FileSystem | None = None
+) -> None:
+    """Record the trial ids that completed (written by the driver when ``fit()`` raised)."""
+    ids = sorted(set(trial_ids))
+    write_text(f"{experiment_path.rstrip('/')}/{COMPLETED_FILE}", json.dumps(ids), filesystem)
+
+
 def remove_experiment(path: str, storage_filesystem: Any = None) -> None:
     """Delete a stored experiment (only for ``run_choice="run"``, which replaces it)."""
-    if "://" in path or storage_filesystem is not None:
-        import pyarrow.fs as pafs
+    fs, fs_path = _resolve(path, storage_filesystem)
+    if fs is None:
+        if os.path.isdir(fs_path):
+            shutil.rmtree(fs_path)
+        return
+    import pyarrow.fs as pafs
 
-        fs, fs_path = (
-            (storage_filesystem, path)
-            if storage_filesystem is not None
-            else pafs.FileSystem.from_uri(path)
-        )
-        info = fs.get_file_info(fs_path)
-        if info.type != pafs.FileType.NotFound:
-            fs.delete_dir(fs_path)
-    elif os.path.isdir(path):
-        shutil.rmtree(path)
+    if fs.get_file_info(fs_path).type != pafs.FileType.NotFound:
+        fs.delete_dir(fs_path)
 
 
 def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
@@ -186,8 +247,6 @@ def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
 
 
 def _record_completed(spec: DriverSpec, trial_ids: set[str]) -> None:
-    from radas_flows.oom_rounds import write_completed_ids
-
     try:
         write_completed_ids(spec.experiment_path, trial_ids, spec.storage_filesystem)
     except Exception as e:  # the original error matters more; say why this is missing

@@ -8,17 +8,22 @@ from typing import Any
 
 from prefect import get_run_logger
 
-from radas_flows._rerun import EscalationResult, follow_and_escalate
 from radas_flows.analysis import AnalysisResult
 from radas_flows.core import experiment_path
 from radas_flows.inputs.spec import ExperimentSpec
-from radas_flows.oom_rounds import OomManifest, max_oom_rounds, read_manifest, remove_rounds
+from radas_flows.oom.rounds import max_oom_rounds
 from radas_flows.report import RunReport, run_outcome
 from radas_flows.run_choice import decide_mode, experiment_exists
 from radas_flows.secrets import redact_registered, scrub_exception
 from radas_flows.stages.analyze import best_of, results_analyze
 from radas_flows.stages.check import cluster_check
 from radas_flows.stages.notify import report_run
+from radas_flows.stages.oom_retry import (
+    EscalationResult,
+    escalate,
+    remove_old_rounds,
+    stored_rounds,
+)
 from radas_flows.stages.submit import experiment_attach, experiment_submit
 from radas_flows.tuner import Tuner
 
@@ -50,13 +55,11 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
         max_rounds = max_oom_rounds()  # a bad RADAS_MAX_OOM_ROUNDS fails before anything runs
         if mode is not None:
             logger.info("%s %r (%s)", mode, spec.experiment_name, path)
-            old_rounds = _stored_oom_rounds(path) if mode == "run" else None
+            old_rounds = stored_rounds(path) if mode == "run" else None
             handle = experiment_submit(spec, mode, check)
-            _remove_oom_rounds(old_rounds, path)
+            remove_old_rounds(old_rounds, path)
         if handle is not None:
-            escalation = follow_and_escalate(
-                spec, check, handle, fresh=mode == "run", max_rounds=max_rounds
-            )
+            escalation = escalate(spec, check, handle, fresh=mode == "run", max_rounds=max_rounds)
             tuner = escalation.tuner
             report.counts = escalation.counts
             report.recommendation = escalation.summary
@@ -89,24 +92,3 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
         "tuner": tuner,
         "fig": analysis.fig if analysis else None,
     }
-
-
-def _stored_oom_rounds(path: str) -> OomManifest | None:
-    """The out-of-memory re-run rounds of an experiment about to be replaced (best effort)."""
-    try:
-        return read_manifest(path)
-    except Exception:  # unreachable or damaged: nothing to clean up
-        return None
-
-
-def _remove_oom_rounds(manifest: OomManifest | None, path: str) -> None:
-    """Delete the re-run rounds of the replaced experiment, so they never merge into the new one."""
-    if manifest is None:
-        return
-    try:
-        removed = remove_rounds(path, manifest)
-    except Exception as e:
-        get_run_logger().warning("Could not delete old out-of-memory re-runs of %s: %s", path, e)
-        return
-    if removed:
-        get_run_logger().info("Deleted %d old out-of-memory re-run rounds", len(removed))

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from radas_flows.oom_rounds import OomRound
+from radas_flows.oom.merge import load_analysis, merged_trials, trial_cpus
+from radas_flows.oom.rounds import OomRound, read_manifest
 
 # Tune's bookkeeping columns; get_brief_dataframe() drops them (config/* and metrics stay).
 BOOKKEEPING_COLUMNS: frozenset[str] = frozenset(
@@ -95,18 +95,16 @@ class Tuner:
         """Read a stored experiment back (no Ray cluster and no trainable needed).
 
         When trials of the experiment were re-run after running out of memory, the re-run
-        rounds are merged in (see :meth:`merged`), unless ``merge_rounds=False``.
+        rounds are merged in (see :meth:`merged` and :mod:`radas_flows.oom.merge`), unless
+        ``merge_rounds=False``.
         """
-        from ray.tune import ExperimentAnalysis, ResultGrid
-
-        from radas_flows.oom_rounds import read_completed_ids, read_manifest
+        from ray.tune import ResultGrid
 
         manifest = read_manifest(path, storage_filesystem) if merge_rounds else None
-        analysis = ExperimentAnalysis(path, storage_filesystem=storage_filesystem)
-        _mark_completed(analysis.trials, read_completed_ids(path, storage_filesystem))
+        analysis = load_analysis(path, storage_filesystem)
         if manifest is None or not manifest.rounds:
             return cls(ResultGrid(analysis), experiment_path=path)
-        trials = merge_round_trials(path, analysis.trials, manifest.rounds, storage_filesystem)
+        trials = merged_trials(path, analysis.trials, manifest, storage_filesystem)
         return cls.merged(
             path,
             trials,
@@ -267,61 +265,6 @@ class Tuner:
 
     def __repr__(self) -> str:
         return f"Tuner(experiment_path={self.experiment_path!r}, trials={self.num_trials})"
-
-
-def trial_cpus(trial: Any) -> float | None:
-    """The CPUs a Tune trial was given (from its stored resource request), or None."""
-    try:
-        cpus = trial.placement_group_factory.required_resources.get("CPU")
-    except Exception:  # a trial stub without resources
-        return None
-    return None if cpus is None else float(cpus)
-
-
-def _mark_completed(trials: Sequence[Any], completed: set[str]) -> None:
-    """Mark trials the driver saw complete, when Tune stopped before saving their state."""
-    if not completed:
-        return
-    for trial in trials:
-        if trial.trial_id in completed and trial.status != "TERMINATED":
-            trial.status = "TERMINATED"
-
-
-def merge_round_trials(
-    path: str,
-    main_trials: Sequence[Any],
-    rounds: Sequence[OomRound],
-    storage_filesystem: Any = None,
-) -> list[Any]:
-    """One final trial per config of the original sweep, over its out-of-memory re-runs.
-
-    Each round's stored trials are matched to the original trials they re-ran
-    (:func:`radas_flows.oom_rounds.match_round`); a trial's final execution is the last one
-    that completed, else its last (:func:`radas_flows.oom_rounds.final_index`). A round that
-    was never stored (the flow stopped before it started) is skipped.
-    """
-    from ray.tune import ExperimentAnalysis
-
-    from radas_flows.oom_rounds import (
-        final_index,
-        match_round,
-        read_completed_ids,
-        sibling_path,
-    )
-
-    executions: dict[str, list[Any]] = {trial.trial_id: [trial] for trial in main_trials}
-    for entry in rounds:
-        round_path = sibling_path(path, entry.name)
-        try:
-            analysis = ExperimentAnalysis(round_path, storage_filesystem=storage_filesystem)
-        except Exception:  # not stored: the round never ran
-            continue
-        _mark_completed(analysis.trials, read_completed_ids(round_path, storage_filesystem))
-        by_id = {trial.trial_id: trial for trial in analysis.trials}
-        pairs = [(trial.trial_id, trial.config) for trial in analysis.trials]
-        for trial_id, root in match_round(entry, pairs).items():
-            executions.setdefault(root, []).append(by_id[trial_id])
-    return [runs[final_index([t.status for t in runs])] for runs in executions.values()]
 
 
 def _flatten(prefix: str, node: Any) -> dict[str, Any]:

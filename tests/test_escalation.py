@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from radas_flows.errors import RadasValueError
-from radas_flows.escalation import (
+from radas_flows.oom import (
     cap_failure_text,
     classify_error,
     format_number,
@@ -133,10 +133,32 @@ def test_next_cpu_per_trial_rejects_bad_values(current, cap, message) -> None:
 
 @pytest.mark.parametrize(
     ("cpus", "gpu_per_cpu", "expected"),
-    [(4, 0.125, 0.5), (1, 0, 0.0), (3, 1 / 3, 1.0), (2, 1, 2.0), (1, 0.33333, 0.3333)],
+    [
+        (4, 0.125, 0.5),
+        (1, 0, 0.0),
+        (3, 1 / 3, 1.0),
+        (2, 1, 2.0),
+        (1, 0.33333, 0.3333),
+        (3, 0.1, 0.3),  # 0.30000000000000004 unrounded
+        (7, 0.1, 0.7),  # 0.7000000000000001 unrounded
+        (0.5, 0.25, 0.125),
+        (2, 0.00005, 0.0001),  # Ray's smallest share
+    ],
 )
 def test_gpu_share_follows_gpu_per_cpu(cpus, gpu_per_cpu, expected) -> None:
-    assert gpu_share(cpus, gpu_per_cpu) == expected
+    share = gpu_share(cpus, gpu_per_cpu)
+    assert share == expected
+    assert share == round(share, 4)  # a whole number of Ray's 0.0001 resource units
+
+
+def test_gpu_share_doubles_with_the_cpus() -> None:
+    shares = [gpu_share(cpus, 0.1) for cpus in (1, 2, 4, 8)]
+    assert shares == [0.1, 0.2, 0.4, 0.8]
+
+
+def test_gpu_share_below_rays_precision_is_an_error() -> None:
+    with pytest.raises(RadasValueError, match=r"below Ray's smallest GPU share of 0.0001"):
+        gpu_share(1, 0.00001)
 
 
 def test_gpu_share_rejects_bad_values() -> None:
@@ -471,7 +493,7 @@ def test_module_imports_no_ray() -> None:
     import subprocess
 
     code = (
-        "import sys, radas_flows.escalation; "
+        "import sys, radas_flows.oom, radas_flows.escalation, radas_flows.tuner; "
         "print(sorted(m for m in ('ray', 'torch', 'pyarrow') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -15,7 +15,7 @@ from ray import tune
 
 from radas_flows import run_experiment
 from radas_flows.errors import ExperimentStateError, RadasError
-from radas_flows.escalation import OutOfMemoryCapError
+from radas_flows.oom import OutOfMemoryCapError
 from radas_flows.report import RunReport, notify_retry_settings, run_outcome
 from tests import notify_trainables as nt
 from tests import prefect_reads as pr

@@ -13,8 +13,8 @@ from ray import tune
 
 from radas_flows import Tuner, run_experiment
 from radas_flows.core import experiment_path
-from radas_flows.escalation import OutOfMemoryCapError
-from radas_flows.oom_rounds import MANIFEST_FILE, read_manifest, sibling_path
+from radas_flows.oom import OutOfMemoryCapError
+from radas_flows.oom.rounds import MANIFEST_FILE, read_manifest, sibling_path
 from tests.oom_trainables import (
     failing_in_turn,
     memory_grabber,
@@ -23,7 +23,7 @@ from tests.oom_trainables import (
     read_executions,
     ship_by_value,
 )
-from tests.prefect_reads import latest_artifact, logs_of
+from tests.prefect_reads import latest_artifact, logs_of, task_runs_of
 
 ship_by_value(__name__)
 pytestmark = pytest.mark.usefixtures("radas_env")
@@ -94,6 +94,10 @@ def test_only_trials_out_of_memory_rerun_with_doubled_cpus(workdir: Path) -> Non
     summary = latest_artifact("summary", "oom-grid")
     assert advice in summary.data
     assert any(advice in message for message in logs_of(summary.flow_run_id))
+    # The UI's task list reads like the card: one oom_retry task run for the round.
+    names = sorted(r.name for r in task_runs_of(summary.flow_run_id))
+    assert [n for n in names if n.startswith("oom_retry")] == ["oom_retry-round-1"]
+    assert [n for n in names if n.startswith("experiment_submit")] == ["experiment_submit-0"]
 
     # The round is stored beside the experiment and recorded in its manifest.
     path = stored_path("oom-grid", workdir)

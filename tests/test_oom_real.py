@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from radas_flows.escalation import classify_error, oom_signature, read_trial_error
+from radas_flows.oom import classify_error, oom_signature, read_trial_error
 from tests.oom_trainables import (
     kernel_oom_victim,
     memory_grabber,

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from radas_flows.core import results_root
 from radas_flows.driver import DriverSpec
 from radas_flows.inputs.spec import ExperimentSpec
+from radas_flows.oom.policy import gpu_share
 from radas_flows.targets import RunHandle, Target, TargetCheck, target_for
 
 __all__ = [
@@ -39,8 +40,9 @@ def driver_spec_for(
     """The driver's view of an experiment spec, with its trial resources on ``check``'s target."""
     base = (check.results_root or results_root()).rstrip("/")
     resources: dict[str, float] = {"cpu": cpu_per_trial}
-    if check.gpu_per_cpu:
-        resources["gpu"] = cpu_per_trial * check.gpu_per_cpu
+    gpus = gpu_share(cpu_per_trial, check.gpu_per_cpu)
+    if gpus:
+        resources["gpu"] = gpus
     return DriverSpec(
         trainable=(target or target_for(spec.target)).driver_trainable(spec),
         param_space=spec.param_space,

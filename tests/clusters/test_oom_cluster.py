@@ -13,7 +13,7 @@ from ray import tune
 from radas_flows import run_experiment
 from radas_flows.clusters.jobs import find_jobs, job_client
 from radas_flows.clusters.registry import get_cluster
-from radas_flows.oom_rounds import read_manifest, sibling_path
+from radas_flows.oom.rounds import read_manifest, sibling_path
 from tests.clusters.helpers import import_source
 from tests.clusters.loopback_ray import RayHead
 

@@ -1,0 +1,160 @@
+"""The rounds manifest: the out-of-memory re-run rounds recorded beside an experiment."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from radas_flows.driver import read_text, remove_experiment, write_text
+from radas_flows.errors import RadasValueError
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+
+#: The manifest of re-run rounds, in the original experiment's folder.
+MANIFEST_FILE = "radas_oom_rounds.json"
+#: Environment variable: the most escalation rounds one flow run may start (0 turns it off).
+MAX_ROUNDS_ENV = "RADAS_MAX_OOM_ROUNDS"
+DEFAULT_MAX_ROUNDS = 3
+#: A re-run round is stored beside the experiment as ``<full name>__oom_round_<k>``.
+ROUND_SUFFIX = "__oom_round_"
+
+
+def max_oom_rounds(environ: Mapping[str, str] | None = None) -> int:
+    """The most escalation rounds a flow run may start: ``$RADAS_MAX_OOM_ROUNDS``, default 3.
+
+    Raises:
+        RadasValueError: When the variable is not a whole number >= 0.
+
+    Example:
+        >>> max_oom_rounds({}), max_oom_rounds({"RADAS_MAX_OOM_ROUNDS": "0"})
+        (3, 0)
+    """
+    value = (os.environ if environ is None else environ).get(MAX_ROUNDS_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_ROUNDS
+    try:
+        rounds = int(value)
+    except ValueError as e:
+        raise RadasValueError(
+            f"{MAX_ROUNDS_ENV}={value!r} is not a whole number; set it to for example 3 "
+            "(0 turns the out-of-memory re-runs off)."
+        ) from e
+    if rounds < 0:
+        raise RadasValueError(
+            f"{MAX_ROUNDS_ENV}={value!r} must be 0 or more; 0 turns the out-of-memory re-runs off."
+        )
+    return rounds
+
+
+def round_name(full_name: str, number: int) -> str:
+    """The stored name of re-run round ``number`` of an experiment.
+
+    Example:
+        >>> round_name("mnist_0a1b2c", 1)
+        'mnist_0a1b2c__oom_round_1'
+    """
+    return f"{full_name}{ROUND_SUFFIX}{number}"
+
+
+def sibling_path(experiment_path: str, name: str) -> str:
+    """The path of experiment ``name`` stored beside ``experiment_path`` (same user folder).
+
+    Example:
+        >>> sibling_path("s3://bucket/runs/me/mnist", "mnist__oom_round_1")
+        's3://bucket/runs/me/mnist__oom_round_1'
+    """
+    parent = experiment_path.rstrip("/").rsplit("/", 1)[0]
+    return f"{parent}/{name}"
+
+
+def config_key(config: Mapping[str, Any]) -> str:
+    """A stable text key of a trial config, to find a re-run trial's original.
+
+    Example:
+        >>> config_key({"b": 2, "a": [1, 0.5]})
+        '{"a": [1, 0.5], "b": 2}'
+    """
+    return json.dumps(config, sort_keys=True, default=repr)
+
+
+@dataclass
+class OomRound:
+    """One re-run round: the trials (by their original trial id) and the CPUs they got."""
+
+    number: int
+    name: str
+    cpu_per_trial: float
+    roots: list[str]
+    config_keys: list[str]
+
+
+@dataclass
+class OomManifest:
+    """Every re-run round of one experiment, in order; stored as :data:`MANIFEST_FILE`."""
+
+    base_cpu_per_trial: float
+    metric: str | None = None
+    mode: str | None = None
+    rounds: list[OomRound] = field(default_factory=list)
+    version: int = 1
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> OomManifest:
+        data = json.loads(text)
+        rounds = [OomRound(**entry) for entry in data.pop("rounds", [])]
+        return cls(**data, rounds=rounds)
+
+
+def read_manifest(
+    experiment_path: str, filesystem: pyarrow.fs.FileSystem | None = None
+) -> OomManifest | None:
+    """The re-run rounds recorded for an experiment, or None when it never escalated.
+
+    Example:
+        >>> read_manifest("/no/such/experiment") is None
+        True
+    """
+    text = read_text(f"{experiment_path.rstrip('/')}/{MANIFEST_FILE}", filesystem)
+    if text is None:
+        return None
+    try:
+        return OomManifest.from_json(text)
+    except (ValueError, TypeError, KeyError) as e:
+        raise RadasValueError(
+            f"{MANIFEST_FILE} in {experiment_path} is damaged ({type(e).__name__}: {e}); delete "
+            "it to analyze the original sweep alone, without its out-of-memory re-runs."
+        ) from e
+
+
+def write_manifest(
+    experiment_path: str, manifest: OomManifest, filesystem: pyarrow.fs.FileSystem | None = None
+) -> None:
+    """Store the manifest in the experiment's folder."""
+    write_text(f"{experiment_path.rstrip('/')}/{MANIFEST_FILE}", manifest.to_json(), filesystem)
+
+
+def remove_rounds(
+    experiment_path: str,
+    manifest: OomManifest,
+    filesystem: pyarrow.fs.FileSystem | None = None,
+) -> list[str]:
+    """Delete the stored re-run rounds of an experiment (when it is run afresh).
+
+    Read the manifest first: a fresh run deletes the experiment's folder, manifest included.
+
+    Returns:
+        The paths deleted.
+    """
+    removed = []
+    for entry in manifest.rounds:
+        path = sibling_path(experiment_path, entry.name)
+        remove_experiment(path, filesystem)
+        removed.append(path)
+    return removed
