@@ -97,7 +97,7 @@ def test_only_trials_out_of_memory_rerun_with_doubled_cpus(workdir: Path) -> Non
     # The UI's task list reads like the card: one oom_retry task run for the round.
     names = sorted(r.name for r in task_runs_of(summary.flow_run_id))
     assert [n for n in names if n.startswith("oom_retry")] == ["oom_retry-round-1"]
-    assert [n for n in names if n.startswith("experiment_submit")] == ["experiment_submit-0"]
+    assert len([n for n in names if n.startswith("experiment_submit")]) == 1
 
     # The round is stored beside the experiment and recorded in its manifest.
     path = stored_path("oom-grid", workdir)
