@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import doctest
-import io
-
 import numpy as np
 import pandas as pd
 import pytest
 
-import radas_flows._explode as rexplode
 from radas_flows._explode import explode, explode_dict_of_tensors, explode_tensor
 
 
@@ -129,12 +125,3 @@ def test_torch_tensors_when_installed() -> None:
     out = explode(pd.DataFrame({"c": [torch.tensor([1.0, 2.0])]}), "c")
     assert out["c"].tolist() == [1.0, 2.0]
     assert explode_dict_of_tensors({"a": t, "b": t * 2})["b"].tolist() == [0, 2, 4, 6, 8, 10]
-
-
-def test_docstring_examples() -> None:
-    out = io.StringIO()
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder().find(rexplode):
-        runner.run(test, out=out.write)
-    assert runner.tries > 0
-    assert runner.failures == 0, out.getvalue()
