@@ -191,14 +191,10 @@ def classify_error(
         ``"oom"`` or ``"error"``.
 
     Example:
-        ```python
-        from prefect import flow
-        from radas_flows.escalation import classify_error
-
-        @flow
-        def triage(result_grid):
-            return {r.path: classify_error(r.error) for r in result_grid if r.error}
-        ```
+        >>> classify_error("MemoryError: cannot allocate the buffers")
+        'oom'
+        >>> classify_error("ValueError: lr must be positive")
+        'error'
     """
     found = oom_signature(error, killed_worker_is_oom=killed_worker_is_oom)
     return "oom" if found is not None else "error"
@@ -229,14 +225,10 @@ def next_cpu_per_trial(current: float, cap: float) -> float | None:
         RadasValueError: When ``current`` or ``cap`` is not a positive finite number.
 
     Example:
-        ```python
-        from prefect import flow
-        from radas_flows.escalation import next_cpu_per_trial
-
-        @flow
-        def plan():
-            return next_cpu_per_trial(2, cap=8)  # 4.0; next_cpu_per_trial(8, cap=8) is None
-        ```
+        >>> next_cpu_per_trial(2, cap=8)
+        4.0
+        >>> next_cpu_per_trial(8, cap=8) is None
+        True
     """
     current = _check_positive("cpu_per_trial", current)
     cap = _check_positive("cpu_per_node", cap)
@@ -258,14 +250,8 @@ def gpu_share(cpu_per_trial: float, gpu_per_cpu: float) -> float:
         RadasValueError: When ``cpu_per_trial`` is not positive or ``gpu_per_cpu`` is negative.
 
     Example:
-        ```python
-        from prefect import flow
-        from radas_flows.escalation import gpu_share
-
-        @flow
-        def resources(cpu_per_trial: float = 4):
-            return {"cpu": cpu_per_trial, "gpu": gpu_share(cpu_per_trial, 0.125)}  # gpu 0.5
-        ```
+        >>> gpu_share(4, 0.125)
+        0.5
     """
     cpu_per_trial = _check_positive("cpu_per_trial", cpu_per_trial)
     if isinstance(gpu_per_cpu, bool) or not isinstance(gpu_per_cpu, int | float):
@@ -305,14 +291,9 @@ def recommendation_text(n_trials: int, from_cpu: float, to_cpu: float) -> str:
         RadasValueError: When ``n_trials`` is not a positive integer.
 
     Example:
-        ```python
-        from prefect import flow, get_run_logger
-        from radas_flows.escalation import recommendation_text
-
-        @flow
-        def report():
-            get_run_logger().info(recommendation_text(3, 1, 2))
-        ```
+        >>> recommendation_text(3, 1, 2)
+        '3 trials ran out of memory at cpu_per_trial=1 and completed at 2; start future runs
+        with cpu_per_trial=2'
     """
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise RadasValueError(f"n_trials must be a positive integer, got {n_trials!r}")
@@ -347,14 +328,9 @@ def cap_failure_text(
         RadasValueError: When no trial or no tried value is given.
 
     Example:
-        ```python
-        from prefect import flow
-        from radas_flows.escalation import cap_failure_text
-
-        @flow
-        def give_up():
-            raise RuntimeError(cap_failure_text(["f_00003"], [1, 2, 4], 4))
-        ```
+        >>> print(cap_failure_text(["f_00003"], [1, 2, 4], 4))  # doctest: +ELLIPSIS
+        1 trial still ran out of memory at cpu_per_trial=4: f_00003. cpu_per_trial tried: 1, 2,
+        4; doubling again to 8 would exceed the cap cpu_per_node=4. Run on a cluster with ...
     """
     ids = list(dict.fromkeys(str(trial_id) for trial_id in trial_ids))
     values = [float(value) for value in tried_values]
@@ -420,14 +396,13 @@ def read_trial_error(
         trial stored no error.
 
     Example:
-        ```python
-        from prefect import flow
-        from radas_flows.escalation import classify_error, read_trial_error
-
-        @flow
-        def triage(trial_dirs: list[str]):
-            return {d: classify_error(read_trial_error(d)) for d in trial_dirs}
-        ```
+        >>> import pathlib, tempfile
+        >>> trial_dir = pathlib.Path(tempfile.mkdtemp())
+        >>> read_trial_error(trial_dir) is None
+        True
+        >>> _ = (trial_dir / ERROR_TEXT_FILE).write_text("MemoryError: out of buffers")
+        >>> classify_error(read_trial_error(trial_dir))
+        'oom'
     """
     if filesystem is None:
         path = Path(trial_dir) / ERROR_TEXT_FILE
