@@ -32,5 +32,6 @@ def _doctest_environment(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
     finally:
         tempfile.tempdir = saved_tempdir
-        os.environ.clear()
+        for name in set(os.environ) - set(saved_env):
+            del os.environ[name]
         os.environ.update(saved_env)
