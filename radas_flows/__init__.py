@@ -18,17 +18,14 @@ _LAZY: dict[str, str] = {
     "get_client": "radas_flows.management",
     "get_data_dir": "radas_flows.data",
     "get_cold_data_dir": "radas_flows.data",
-    "explode": "radas_flows._explode",
-    "explode_tensor": "radas_flows._explode",
-    "explode_dict_of_tensors": "radas_flows._explode",
+    "explode": "radas_flows.tidy",
+    "explode_tensor": "radas_flows.tidy",
+    "explode_dict_of_tensors": "radas_flows.tidy",
 }
 
 __all__ = [*sorted(_LAZY), "__version__"]
 
 if TYPE_CHECKING:
-    from radas_flows._explode import explode as explode
-    from radas_flows._explode import explode_dict_of_tensors as explode_dict_of_tensors
-    from radas_flows._explode import explode_tensor as explode_tensor
     from radas_flows.core import get_ray_results_dir as get_ray_results_dir
     from radas_flows.data import get_cold_data_dir as get_cold_data_dir
     from radas_flows.data import get_data_dir as get_data_dir
@@ -36,6 +33,9 @@ if TYPE_CHECKING:
     from radas_flows.experiment import run_experiment_sync as run_experiment_sync
     from radas_flows.flows import radas as radas
     from radas_flows.management import get_client as get_client
+    from radas_flows.tidy import explode as explode
+    from radas_flows.tidy import explode_dict_of_tensors as explode_dict_of_tensors
+    from radas_flows.tidy import explode_tensor as explode_tensor
     from radas_flows.tuner import Tuner as Tuner
 
 

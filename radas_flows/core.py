@@ -62,10 +62,26 @@ def local_cpus() -> int:
 
 
 def local_gpus() -> int:
-    """GPUs visible to this machine (from ``CUDA_VISIBLE_DEVICES`` or ``nvidia-smi``)."""
+    """GPUs visible to this machine (from ``CUDA_VISIBLE_DEVICES`` or ``nvidia-smi``).
+
+    CUDA stops reading ``CUDA_VISIBLE_DEVICES`` at its first invalid entry (empty, negative
+    or ``NoDevFiles``), so ``"1,-1,2"`` exposes one GPU.
+
+    Example:
+        >>> import os
+        >>> os.environ["CUDA_VISIBLE_DEVICES"] = "0,1,-1,2"
+        >>> local_gpus()
+        2
+    """
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+        count = 0
+        for item in visible.split(","):
+            item = item.strip()
+            if not item or item.startswith("-") or item == "NoDevFiles":
+                break
+            count += 1
+        return count
     import shutil
     import subprocess
 

@@ -5,15 +5,25 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
-import logging
 import re
-import threading
-import traceback
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from radas_flows._redaction import (
+    PROTECTED_LOGGERS,
+    REDACTED,
+    SecretFilter,
+    install_secret_filter,
+    protect_logs,
+    redact_registered,
+    redact_text,
+    register_secret,
+    registered_secrets,
+    scrub_exception,
+    scrubbed,
+)
 
 __all__ = [
     "PROTECTED_LOGGERS",
@@ -43,14 +53,8 @@ SECRET_KEY_PATTERN: re.Pattern[str] = re.compile(
     re.IGNORECASE,
 )
 
-#: Placeholder that replaces a secret value.
-REDACTED = "***"
-
 #: Separator of the flat secret paths returned by :func:`split_secrets`.
 _PATH_SEP = "/"
-
-_registered: set[str] = set()
-_registered_lock = threading.Lock()
 
 
 def is_secret_key(key: object) -> bool:
@@ -73,6 +77,28 @@ def _is_empty(value: object) -> bool:
     return value is None or (isinstance(value, str) and value == "")
 
 
+def _redact_tree(obj: Any, path: tuple[str, ...], found: dict[str, Any] | None) -> Any:
+    """The one walk of the secret-key tree: copy ``obj`` with each secret-keyed value redacted.
+
+    Each secret replaced is recorded in ``found`` (when given) under its flat path.
+    """
+    if isinstance(obj, Mapping):
+        out: dict[Any, Any] = {}
+        for k, v in obj.items():
+            where = (*path, str(k))
+            if is_secret_key(k) and not _is_empty(v):
+                if found is not None:
+                    found[_PATH_SEP.join(where)] = v
+                out[k] = REDACTED
+            else:
+                out[k] = _redact_tree(v, where, found)
+        return out
+    if isinstance(obj, list | tuple):
+        items = [_redact_tree(v, (*path, str(i)), found) for i, v in enumerate(obj)]
+        return items if isinstance(obj, list) else tuple(items)
+    return obj
+
+
 def redact(obj: Any) -> Any:
     """Copy nested dicts, lists and tuples with every secret-keyed value replaced.
 
@@ -89,16 +115,7 @@ def redact(obj: Any) -> Any:
         >>> redact({"lr": 0.1, "wandb": {"enable": True, "api_key": "abc123"}})
         {'lr': 0.1, 'wandb': {'enable': True, 'api_key': '***'}}
     """
-    if isinstance(obj, Mapping):
-        return {
-            k: (REDACTED if is_secret_key(k) and not _is_empty(v) else redact(v))
-            for k, v in obj.items()
-        }
-    if isinstance(obj, list):
-        return [redact(v) for v in obj]
-    if isinstance(obj, tuple):
-        return tuple(redact(v) for v in obj)
-    return obj
+    return _redact_tree(obj, (), None)
 
 
 def _is_search_space(value: object) -> bool:
@@ -139,30 +156,14 @@ def split_secrets(param_space: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
             "pass the search space as a dict such as {'lr': tune.grid_search([0.1, 0.01])}."
         )
     found: dict[str, Any] = {}
-
-    def walk(obj: Any, path: tuple[str, ...]) -> Any:
-        if isinstance(obj, Mapping):
-            out: dict[Any, Any] = {}
-            for k, v in obj.items():
-                if is_secret_key(k) and not _is_empty(v):
-                    where = _PATH_SEP.join((*path, str(k)))
-                    if _is_search_space(v):
-                        raise ValueError(
-                            f"param_space[{where!r}] is a secret but holds a search space; "
-                            "secrets must be constants (one value for every trial)."
-                        )
-                    found[where] = v
-                    out[k] = REDACTED
-                else:
-                    out[k] = walk(v, (*path, str(k)))
-            return out
-        if isinstance(obj, list):
-            return [walk(v, (*path, str(i))) for i, v in enumerate(obj)]
-        if isinstance(obj, tuple):
-            return tuple(walk(v, (*path, str(i))) for i, v in enumerate(obj))
-        return obj
-
-    return walk(param_space, ()), found
+    redacted = _redact_tree(param_space, (), found)
+    for where, value in found.items():
+        if _is_search_space(value):
+            raise ValueError(
+                f"param_space[{where!r}] is a secret but holds a search space; "
+                "secrets must be constants (one value for every trial)."
+            )
+    return redacted, found
 
 
 def _copy_containers(obj: Any) -> Any:
@@ -223,196 +224,6 @@ def restore_secrets(config: Mapping[str, Any], secrets: Mapping[str, Any]) -> di
     return out
 
 
-def redact_text(text: str, secrets_values: Iterable[object]) -> str:
-    """Replace every occurrence of the given secret values in a text.
-
-    Only non-empty strings are replaced (numbers and other values are not credentials and would
-    erase ordinary digits); longer values are replaced first.
-
-    Args:
-        text: Any text: a message, an exception text, a rendered table.
-        secrets_values: The raw secret values.
-
-    Returns:
-        The text with each value replaced by :data:`REDACTED`.
-
-    Example:
-        >>> redact_text("login as bob with hunter2", ["hunter2", None, 42])
-        'login as bob with ***'
-    """
-    values = sorted({v for v in secrets_values if isinstance(v, str) and v}, key=len, reverse=True)
-    for value in values:
-        text = text.replace(value, REDACTED)
-    return text
-
-
-def register_secret(value: object) -> None:
-    """Add a value to the process-wide set of secrets scrubbed from texts and logs.
-
-    Args:
-        value: A string, or an object with ``get_secret_value()`` (pydantic ``SecretStr``).
-            ``None`` and empty strings are ignored.
-
-    Raises:
-        TypeError: ``value`` is neither a string, ``None`` nor a secret string object.
-
-    Example:
-        >>> register_secret("s3cr3t-token-value")
-        >>> redact_registered("token=s3cr3t-token-value")
-        'token=***'
-    """
-    getter = getattr(value, "get_secret_value", None)
-    if callable(getter):
-        value = getter()
-    if value is None or value == "":
-        return
-    if not isinstance(value, str):
-        raise TypeError(
-            f"register_secret expects a string secret, got {type(value).__name__}; "
-            "pass str(value) if the secret really is that value."
-        )
-    with _registered_lock:
-        _registered.add(value)
-
-
-def registered_secrets() -> frozenset[str]:
-    """Return the secrets registered with :func:`register_secret` in this process.
-
-    Example:
-        >>> register_secret("another-s3cr3t")
-        >>> "another-s3cr3t" in registered_secrets()
-        True
-    """
-    with _registered_lock:
-        return frozenset(_registered)
-
-
-def redact_registered(text: str) -> str:
-    """Replace every registered secret in a text (see :func:`register_secret`).
-
-    Example:
-        >>> register_secret("pw-0xCAFE")
-        >>> redact_registered("password is pw-0xCAFE")
-        'password is ***'
-    """
-    return redact_text(text, registered_secrets())
-
-
-class SecretFilter(logging.Filter):
-    """Logging filter that scrubs registered secrets from messages, tracebacks and stacks.
-
-    Attach it to handlers (a filter on a logger does not see records propagated from child
-    loggers); :func:`install_secret_filter` does that. The record is rewritten, never dropped.
-
-    Args:
-        secrets: Extra values to scrub besides the process-wide registered ones.
-
-    Example:
-        >>> import logging, io
-        >>> stream = io.StringIO()
-        >>> handler = logging.StreamHandler(stream)
-        >>> handler.addFilter(SecretFilter(["pa55word"]))
-        >>> log = logging.getLogger("radas_flows.doctest.secretfilter")
-        >>> log.addHandler(handler)
-        >>> log.warning("connecting with %s", "pa55word")
-        >>> stream.getvalue()
-        'connecting with ***\\n'
-    """
-
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__()
-        self._extra = frozenset(s for s in secrets if isinstance(s, str) and s)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite ``record`` so that it holds no secret; always keep it."""
-        values = self._extra | registered_secrets()
-        if not values:
-            return True
-        try:
-            message = record.getMessage()
-        except Exception:  # a malformed record: let the handler report it as usual
-            return True
-        redacted = redact_text(message, values)
-        if redacted != message:
-            record.msg = redacted
-            record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact_text(record.exc_text, values)
-        if record.stack_info:
-            record.stack_info = redact_text(record.stack_info, values)
-        return True
-
-
-def install_secret_filter(logger: logging.Logger | None = None) -> SecretFilter:
-    """Attach one :class:`SecretFilter` to a logger and to each of its current handlers.
-
-    Handlers added later are not covered; call again after configuring logging. Calling twice
-    does not add a second filter.
-
-    Args:
-        logger: The logger to protect; the root logger by default.
-
-    Returns:
-        The filter in use.
-
-    Example:
-        >>> import logging
-        >>> f = install_secret_filter(logging.getLogger("radas_flows.doctest.install"))
-        >>> f is install_secret_filter(logging.getLogger("radas_flows.doctest.install"))
-        True
-    """
-    target = logger if logger is not None else logging.getLogger()
-    existing = next((f for f in target.filters if isinstance(f, SecretFilter)), None)
-    secret_filter = existing if existing is not None else SecretFilter()
-    if existing is None:
-        target.addFilter(secret_filter)
-    for handler in target.handlers:
-        if not any(isinstance(f, SecretFilter) for f in handler.filters):
-            handler.addFilter(secret_filter)
-    return secret_filter
-
-
-#: Loggers whose handlers :func:`protect_logs` guards: the root logger (console, pytest, most
-#: applications), Prefect's run loggers (their handler sends records to the Prefect API), Ray's
-#: and this package's.
-PROTECTED_LOGGERS: tuple[str, ...] = (
-    "",
-    "prefect",
-    "prefect.flow_runs",
-    "prefect.task_runs",
-    "prefect.extra",
-    "ray",
-    "ray.tune",
-    "ray.train",
-    "radas_flows",
-)
-
-
-def protect_logs(loggers: Iterable[str] = PROTECTED_LOGGERS) -> None:
-    """Install the :class:`SecretFilter` on the handlers of Prefect's, Ray's and the root logger.
-
-    Registered secrets (:func:`register_secret`) are then scrubbed from every record these
-    handlers emit, the Prefect API's log handler included. Call it after logging is configured
-    (inside a flow run it is); calling it again covers handlers added since.
-
-    Args:
-        loggers: Logger names; :data:`PROTECTED_LOGGERS` by default.
-
-    Example:
-        >>> register_secret("pr0tected-value")
-        >>> protect_logs()
-        >>> all(
-        ...     any(isinstance(f, SecretFilter) for f in h.filters)
-        ...     for h in logging.getLogger().handlers
-        ... )
-        True
-    """
-    for name in loggers:
-        install_secret_filter(logging.getLogger(name))
-
-
 def secret_strings(secrets: Mapping[str, Any]) -> list[str]:
     """Every non-empty string inside the values of a secrets dict (nested values included).
 
@@ -440,84 +251,6 @@ def secret_strings(secrets: Mapping[str, Any]) -> list[str]:
     for value in secrets.values():
         walk(value)
     return found
-
-
-def _holds(text: str, values: Iterable[str]) -> bool:
-    return any(value in text for value in values)
-
-
-def scrub_exception(
-    exc: BaseException, secrets_values: Iterable[object] | None = None
-) -> BaseException:
-    """Remove secret values from an exception's text, its notes and its chained causes.
-
-    The exception is cleaned in place (its ``args``, string attributes and notes), so the same
-    object, with its type and traceback, can be raised on. When its text still holds a secret
-    after that (an exception computing its message some other way), a :class:`RuntimeError`
-    with the redacted text and traceback is returned instead; raise that one ``from None``.
-
-    Args:
-        exc: The exception.
-        secrets_values: The raw values; the registered secrets by default.
-
-    Returns:
-        ``exc`` itself, or the replacement.
-
-    Example:
-        >>> error = ValueError("login failed for key k-0xBEEF")
-        >>> scrub_exception(error, ["k-0xBEEF"]) is error, str(error)
-        (True, 'login failed for key ***')
-    """
-    values = [
-        v
-        for v in (registered_secrets() if secrets_values is None else secrets_values)
-        if isinstance(v, str) and v
-    ]
-    if not values:
-        return exc
-    seen: set[int] = set()
-
-    def clean(error: BaseException | None) -> None:
-        if error is None or id(error) in seen:
-            return
-        seen.add(id(error))
-        with contextlib.suppress(Exception):
-            error.args = tuple(
-                redact_text(a, values) if isinstance(a, str) else a for a in error.args
-            )
-        for name, value in list(getattr(error, "__dict__", {}).items()):
-            if isinstance(value, str) and _holds(value, values):
-                with contextlib.suppress(Exception):
-                    setattr(error, name, redact_text(value, values))
-            elif name == "__notes__" and isinstance(value, list):
-                value[:] = [redact_text(n, values) if isinstance(n, str) else n for n in value]
-        for name in ("filename", "filename2", "strerror"):  # OSError's slots
-            value = getattr(error, name, None)
-            if isinstance(value, str) and _holds(value, values):
-                with contextlib.suppress(Exception):
-                    setattr(error, name, redact_text(value, values))
-        clean(error.__cause__)
-        clean(error.__context__)
-
-    clean(exc)
-    try:
-        text = "".join(traceback.format_exception(exc))
-    except Exception:
-        text = f"{type(exc).__name__}: <the error text cannot be shown>"
-    if not _holds(text, values):
-        return exc
-    return RuntimeError(redact_text(text, values).rstrip())
-
-
-@contextlib.contextmanager
-def _scrubbed(values: list[str]) -> Iterator[None]:
-    try:
-        yield
-    except BaseException as e:
-        replacement = scrub_exception(e, values)
-        if replacement is e:
-            raise
-        raise replacement from None
 
 
 def with_secrets(trainable: Any, secrets: Mapping[str, Any]) -> Any:
@@ -548,15 +281,15 @@ def with_secrets(trainable: Any, secrets: Mapping[str, Any]) -> Any:
 
         class _WithSecrets(trainable):
             def setup(self, config: dict[str, Any], *args: Any, **kwargs: Any) -> None:
-                with _scrubbed(values):
+                with scrubbed(values):
                     super().setup(restore_secrets(config, secrets), *args, **kwargs)
 
             def step(self) -> Any:
-                with _scrubbed(values):
+                with scrubbed(values):
                     return super().step()
 
             def reset_config(self, new_config: dict[str, Any]) -> bool:
-                with _scrubbed(values):
+                with scrubbed(values):
                     return bool(super().reset_config(restore_secrets(new_config, secrets)))
 
         _WithSecrets.__name__ = trainable.__name__
@@ -567,7 +300,7 @@ def with_secrets(trainable: Any, secrets: Mapping[str, Any]) -> Any:
 
     @functools.wraps(function)
     def trainable_with_secrets(config: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        with _scrubbed(values):
+        with scrubbed(values):
             return function(restore_secrets(config, secrets), *args, **kwargs)
 
     return trainable_with_secrets

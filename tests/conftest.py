@@ -1,4 +1,4 @@
-"""Session-wide test setup: a real Prefect test API, private results folders, a 2-CPU local Ray."""
+"""Session-wide setup: a Prefect test API, a private results root, a 2-CPU local Ray, a Ray head."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 # A real SMTP server (aiosmtpd on 127.0.0.1) for every test that needs one.
+from tests.clusters.loopback_ray import RayHead, start_head, stop_head
 from tests.smtp_server import smtp_env, smtp_server, smtp_server_factory  # noqa: F401
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -48,6 +49,24 @@ def radas_env(prefect_api: None, results_root: Path) -> Iterator[Path]:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def ray_head() -> Iterator[RayHead]:
+    """A loopback `ray start --head` cluster for the whole session, stopped at the end."""
+    head = start_head()
+    print(f"\nloopback Ray head ready in {head.start_seconds:.1f} s at {head.dashboard_url}")
+    try:
+        yield head
+    finally:
+        print(f"\nloopback Ray head stopped in {stop_head(head):.1f} s")
+
+
+@pytest.fixture
+def cluster_registry(ray_head: RayHead, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point RADAS_CLUSTERS_FILE at the session's registry for one test."""
+    monkeypatch.setenv("RADAS_CLUSTERS_FILE", str(ray_head.registry))
+    return ray_head.registry
 
 
 @pytest.fixture

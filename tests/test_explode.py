@@ -1,16 +1,12 @@
-"""explode, explode_tensor and explode_dict_of_tensors."""
+"""explode, explode_tensor and explode_dict_of_tensors (radas_flows.tidy)."""
 
 from __future__ import annotations
-
-import doctest
-import io
 
 import numpy as np
 import pandas as pd
 import pytest
 
-import radas_flows._explode as rexplode
-from radas_flows._explode import explode, explode_dict_of_tensors, explode_tensor
+from radas_flows.tidy import explode, explode_dict_of_tensors, explode_tensor
 
 
 def test_explode_learning_curves_with_step_index() -> None:
@@ -131,10 +127,15 @@ def test_torch_tensors_when_installed() -> None:
     assert explode_dict_of_tensors({"a": t, "b": t * 2})["b"].tolist() == [0, 2, 4, 6, 8, 10]
 
 
-def test_docstring_examples() -> None:
-    out = io.StringIO()
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder().find(rexplode):
-        runner.run(test, out=out.write)
-    assert runner.tries > 0
-    assert runner.failures == 0, out.getvalue()
+def test_the_functions_are_public_at_package_level_and_in_their_module() -> None:
+    import radas_flows
+    import radas_flows.tidy
+
+    # A module named `explode` would replace the function `radas_flows.explode` once
+    # imported (the import system sets the package attribute), hence `radas_flows.tidy`.
+    from radas_flows import explode as from_package
+
+    assert from_package is radas_flows.tidy.explode is explode
+    assert radas_flows.explode is explode and callable(radas_flows.explode)
+    assert radas_flows.explode_tensor is explode_tensor
+    assert radas_flows.explode_dict_of_tensors is explode_dict_of_tensors

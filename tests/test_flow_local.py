@@ -1,4 +1,4 @@
-"""The radas flow end to end on a real local Ray and a real Prefect API."""
+"""The radas flow on a local Ray and a Prefect API, beyond the cases of test_flow_targets.py."""
 
 from __future__ import annotations
 
@@ -37,25 +37,6 @@ def run(**overrides: Any) -> dict[str, Any]:
 
 def counts(path: Path) -> list[str]:
     return path.read_text().split() if path.exists() else []
-
-
-def test_end_to_end_returning_trainable(workdir: Path) -> None:
-    results = run(param_space={"a": tune.grid_search([1, 2, 3]), "b": 10})
-    df, tuner = results["df"], results["tuner"]
-    assert isinstance(tuner, Tuner)
-    assert sorted(df["config/a"]) == [1, 2, 3]
-    assert sorted(df["score"]) == [10, 20, 30]
-    assert results["fig"] is None
-    best = tuner.get_results().get_best_result(metric="score", mode="max")
-    assert best.config["a"] == 3
-    # Brief dataframe drops bookkeeping columns, keeps config and metrics.
-    brief = tuner.get_brief_dataframe()
-    assert not {"timestamp", "pid", "hostname", "node_ip", "time_total_s"} & set(brief.columns)
-    full = tuner.get_dataframe()
-    assert {"timestamp", "pid", "config/a", "score"} <= set(full.columns)
-    # The table is saved beside the results.
-    csv = Path(tuner.experiment_path) / "radas_results.csv"
-    assert pd.read_csv(csv)["score"].sum() == 60
 
 
 def test_reporting_and_session_and_class_trainables(workdir: Path) -> None:
@@ -104,27 +85,6 @@ def test_sync_wrapper_and_direct_flow_call(workdir: Path) -> None:
     assert direct["df"]["score"].tolist() == [7]
 
 
-def test_dos_run_then_analyze_reads_stored_results(workdir: Path) -> None:
-    first = run(experiment_name="dos", dos=["run"])
-    assert first["df"] is None and first["fig"] is None
-    assert first["tuner"].num_trials == 3
-    # Analyze only: param_space and run_choice may be omitted.
-    import seaborn as sns
-
-    again = asyncio.run(
-        run_experiment(
-            user_name="tester",
-            trainable=t.returning,
-            experiment_name="dos",
-            dos=["analyze"],
-            plot_fn=sns.barplot,
-            plot_kwargs=dict(x="config/a", y="score"),
-        )
-    )
-    assert sorted(again["df"]["score"]) == [10, 20, 30]
-    assert again["fig"] is not None
-
-
 def test_analyze_only_without_results_is_a_clear_error(workdir: Path) -> None:
     with pytest.raises(ExperimentStateError, match=r"dos=\['analyze'\] found no stored results"):
         run(experiment_name="never-ran", dos=["analyze"], run_choice=None)
@@ -148,31 +108,6 @@ def test_run_choice_run_replaces_and_restore_keeps(workdir: Path) -> None:
     assert run(experiment_name="choice", dos=["analyze"], run_choice=None)["df"][
         "config/a"
     ].tolist() == [3]
-
-
-def test_restore_reruns_only_errored_trials(workdir: Path) -> None:
-    count_file, gate = workdir / "count.txt", workdir / "gate"
-    space = {
-        "a": tune.grid_search([1, 2, 3]),
-        "fail_a": 2,
-        "gate": str(gate),
-        "count_file": str(count_file),
-    }
-    first = run(trainable=t.fails_once, experiment_name="restore", param_space=space)
-    assert first["tuner"].num_errors == 1
-    df = first["df"].set_index("config/a")
-    # Every config appears once; the errored one has its status and no metrics.
-    assert sorted(df.index) == [1, 2, 3]
-    assert df.loc[2, "trial_status"] == "ERROR" and pd.isna(df.loc[2, "score"])
-    assert (df.loc[[1, 3], "trial_status"] == "TERMINATED").all()
-    gate.touch()
-    second = run(
-        trainable=t.fails_once, experiment_name="restore", param_space=space, run_choice="restore"
-    )
-    assert second["tuner"].num_errors == 0
-    assert sorted(second["df"]["config/a"]) == [1, 2, 3]
-    assert second["df"]["score"].notna().all()
-    assert sorted(counts(count_file)) == ["1", "2", "2", "3"]
 
 
 def test_restore_without_experiment_is_a_clear_error(workdir: Path) -> None:

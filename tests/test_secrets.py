@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
 import io
 import logging
 from typing import Any
 
 import pytest
 
-import radas_flows.secrets as rsecrets
 from radas_flows.secrets import (
     REDACTED,
     SecretFilter,
@@ -234,12 +232,3 @@ def test_install_secret_filter_covers_child_loggers_once() -> None:
     assert first is second
     assert sum(isinstance(f, SecretFilter) for f in handler.filters) == 1
     assert stream.getvalue() == "ERROR token ***\n"
-
-
-def test_docstring_examples() -> None:
-    out = io.StringIO()
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder().find(rsecrets):
-        runner.run(test, out=out.write)
-    assert runner.tries > 0
-    assert runner.failures == 0, out.getvalue()

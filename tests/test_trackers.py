@@ -188,16 +188,3 @@ def test_swanlab_offline_run_records_metrics_and_redacted_config(
     assert _files_containing(swanlab_offline, DB_PASSWORD) == []
     out, err = capfd.readouterr()
     assert SWANLAB_KEY not in out + err
-
-
-def test_docstring_examples() -> None:
-    import doctest
-    import io
-
-    out = io.StringIO()
-    runner = doctest.DocTestRunner()
-    for module in (rwandb, rswanlab):
-        for test in doctest.DocTestFinder().find(module):
-            runner.run(test, out=out.write)
-    assert runner.tries > 0
-    assert runner.failures == 0, out.getvalue()

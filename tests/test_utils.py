@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import getpass
-import io
 import os
 import random
 import sys
@@ -214,12 +211,3 @@ def test_reduce_by_reduced_col_only_config_column_gives_one_row() -> None:
 def test_reduce_by_reduced_col_missing_column(sweep_df: pd.DataFrame) -> None:
     with pytest.raises(KeyError, match=r"\['config/rng'\] not in the DataFrame"):
         reduce_by_reduced_col(sweep_df, "score", np.mean, "config/rng")
-
-
-def test_docstring_examples() -> None:
-    out = io.StringIO()
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder().find(rutils):
-        runner.run(test, out=out.write)
-    assert runner.tries > 0
-    assert runner.failures == 0, out.getvalue()

@@ -48,6 +48,20 @@ def slow(config: dict[str, Any]) -> dict[str, Any]:
     return {"score": config["a"]}
 
 
+def gated(config: dict[str, Any]) -> dict[str, Any]:
+    """Return at once when a < config['open_below']; else wait for the config['gate'] file.
+
+    The wait ends after config['wait_s'] seconds (120 by default) at the latest.
+    """
+    count_run(config)
+    deadline = time.monotonic() + config.get("wait_s", 120.0)
+    while config["a"] >= config["open_below"] and not os.path.exists(config["gate"]):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    return {"score": config["a"]}
+
+
 def fails_once(config: dict[str, Any]) -> dict[str, Any]:
     """Raise while config['gate'] file does not exist; succeed once it does."""
     count_run(config)

@@ -5,8 +5,6 @@ from radas_flows.clusters.availability import (
     availability_rows,
     format_availability,
     get_cluster_availability,
-    local_status,
-    probe_cluster,
     probe_clusters,
 )
 from radas_flows.clusters.registry import (
@@ -28,8 +26,6 @@ __all__ = [
     "get_cluster",
     "get_cluster_availability",
     "load_registry",
-    "local_status",
-    "probe_cluster",
     "probe_clusters",
     "registry_path",
 ]

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import shutil
-import subprocess
 import threading
 import time
 import urllib.error
@@ -30,9 +27,7 @@ __all__ = [
     "availability_rows",
     "format_availability",
     "get_cluster_availability",
-    "local_status",
     "parse_cluster_status",
-    "probe_cluster",
     "probe_clusters",
 ]
 
@@ -272,16 +267,6 @@ def probe_clusters(
     return [probe.result(timeout) for probe in probes]
 
 
-def probe_cluster(name: str, *, timeout: float = 2.0) -> ClusterStatus:
-    """Probe one cluster of the registry (see :func:`probe_clusters`).
-
-    Example:
-        >>> probe_cluster("atol-gpu-5090").online  # doctest: +SKIP
-        True
-    """
-    return probe_clusters([name], timeout=timeout)[0]
-
-
 def format_availability(statuses: Sequence[ClusterStatus]) -> str:
     """Write probe results in the spec's text format.
 
@@ -352,56 +337,3 @@ def availability_rows(statuses: Sequence[ClusterStatus]) -> list[dict[str, str]]
         }
         for s in statuses
     ]
-
-
-def _visible_gpus(value: str) -> int:
-    """Count the GPUs a ``CUDA_VISIBLE_DEVICES`` value exposes (CUDA stops at the first invalid)."""
-    count = 0
-    for item in value.split(","):
-        item = item.strip()
-        if not item or item.startswith("-") or item == "NoDevFiles":
-            break
-        count += 1
-    return count
-
-
-def local_status() -> ClusterStatus:
-    """Describe this machine as the ``"local"`` target: its CPUs and GPUs.
-
-    CPUs are those this process may run on; GPUs come from ``CUDA_VISIBLE_DEVICES`` when
-    it is set, otherwise from ``nvidia-smi -L`` when that command exists (none otherwise).
-    Ray is not imported.
-
-    Example:
-        >>> local_status().cpus_total  # doctest: +SKIP
-        2.0
-    """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    error = None
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        gpus = _visible_gpus(visible)
-    elif (smi := shutil.which("nvidia-smi")) is not None:
-        try:
-            listing = subprocess.run(
-                [smi, "-L"], capture_output=True, text=True, timeout=5, check=True
-            ).stdout
-            gpus = sum(1 for line in listing.splitlines() if line.startswith("GPU "))
-        except (OSError, subprocess.SubprocessError) as e:
-            gpus, error = 0, f"nvidia-smi failed: {type(e).__name__}"
-    else:
-        gpus = 0
-    return ClusterStatus(
-        name="local",
-        online=True,
-        hint="this machine",
-        address=None,
-        cpus_total=float(cpus),
-        cpus_free=None,
-        gpus_total=float(gpus),
-        gpus_free=None,
-        error=error,
-    )

@@ -32,6 +32,8 @@ _KILLED_WORKER_SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 _OOM_SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
+    # torch's OutOfMemoryError first: the MemoryError line pattern below matches its name too.
+    ("torch out of memory", re.compile(r"\btorch(?:\.cuda)?\.OutOfMemoryError\b")),
     # Python's MemoryError (and subclasses such as numpy's _ArrayMemoryError) as the exception
     # line of a traceback, at the start of a line or after an exception-group bar.
     (
@@ -39,7 +41,6 @@ _OOM_SIGNATURES: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(r"^(?:[ \t]*\|[ \t]*)?[\w.]*MemoryError(?::|[ \t]*$)", re.MULTILINE),
     ),
     ("MemoryError", re.compile(r"RayTaskError\([\w.]*MemoryError\)")),
-    ("torch out of memory", re.compile(r"\btorch(?:\.cuda)?\.OutOfMemoryError\b")),
     # Ray's memory monitor (ray.exceptions.OutOfMemoryError and the worker exit type it sets).
     ("Ray memory monitor", re.compile(r"killed due to the node running low on memory")),
     ("Ray memory monitor", re.compile(r"Worker exit type: NODE_OUT_OF_MEMORY")),
@@ -151,6 +152,8 @@ def oom_signature(
     Example:
         >>> oom_signature("RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB")
         'accelerator out of memory'
+        >>> oom_signature("torch.OutOfMemoryError: CUDA out of memory.")
+        'torch out of memory'
     """
     if error is None:
         return None

@@ -1,4 +1,8 @@
-"""Fixtures for cluster tests: a loopback Ray head for the session and registries naming it."""
+"""Fixtures for cluster tests: no registry at all, and a server that never answers.
+
+The session's loopback head (`ray_head`) and its registry (`cluster_registry`) are in
+tests/conftest.py, shared with the placement-parametrized flow tests.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from tests.clusters.loopback_ray import RayHead, start_head, stop_head
-
-
-@pytest.fixture(scope="session")
-def ray_head() -> Iterator[RayHead]:
-    """A loopback `ray start --head` cluster for the whole session, stopped at the end."""
-    head = start_head()
-    print(f"\nloopback Ray head ready in {head.start_seconds:.1f} s at {head.dashboard_url}")
-    try:
-        yield head
-    finally:
-        print(f"\nloopback Ray head stopped in {stop_head(head):.1f} s")
-
-
-@pytest.fixture
-def cluster_registry(ray_head: RayHead, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point RADAS_CLUSTERS_FILE at the session's registry for one test."""
-    monkeypatch.setenv("RADAS_CLUSTERS_FILE", str(ray_head.registry))
-    return ray_head.registry
 
 
 @pytest.fixture

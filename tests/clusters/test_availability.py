@@ -1,4 +1,4 @@
-"""Availability: the spec's text, probes of online, offline and hung clusters, local status."""
+"""Availability: the spec's text, probes of online, offline and hung clusters, local GPUs."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from radas_flows.clusters import (
     availability_rows,
     format_availability,
     get_cluster_availability,
-    local_status,
-    probe_cluster,
     probe_clusters,
 )
 from radas_flows.clusters.availability import parse_cluster_status
 from radas_flows.clusters.registry import RegistryError
+from radas_flows.core import local_gpus
 from tests.clusters.loopback_ray import RayHead
 
 HEADER = (
@@ -95,7 +94,7 @@ def test_probe_reports_resources_of_an_online_cluster(cluster_registry: Path) ->
 @pytest.mark.cluster
 def test_probe_selected_names_in_order(cluster_registry: Path) -> None:
     assert [s.name for s in probe_clusters(["offline", "loopback"])] == ["offline", "loopback"]
-    assert probe_cluster("loopback").online
+    assert probe_clusters(["loopback"])[0].online
     with pytest.raises(RegistryError, match=r"Unknown cluster 'nope'.*'loopback', 'offline'"):
         probe_clusters(["nope"])
 
@@ -172,18 +171,18 @@ def test_no_registry_says_where_to_put_one(no_registry: Path) -> None:
     assert probe_clusters() == []
 
 
-def test_local_status_counts_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_gpus_counts_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
-    status = local_status()
-    assert (status.name, status.online, status.gpus_total) == ("local", True, 3.0)
-    assert status.cpus_total is not None and status.cpus_total >= 1
+    assert local_gpus() == 3
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    assert local_status().gpus_total == 0.0
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,-1,2")
-    assert local_status().gpus_total == 1.0
+    assert local_gpus() == 0
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,-1,2")  # CUDA stops at the first invalid
+    assert local_gpus() == 1
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "NoDevFiles")
+    assert local_gpus() == 0
 
 
-def test_local_status_without_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_local_gpus_without_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     import shutil
     import subprocess
 
@@ -193,4 +192,4 @@ def test_local_status_without_cuda_visible_devices(monkeypatch: pytest.MonkeyPat
     if smi is not None:
         listing = subprocess.run([smi, "-L"], capture_output=True, text=True, check=False).stdout
         expected = sum(1 for line in listing.splitlines() if line.startswith("GPU "))
-    assert local_status().gpus_total == float(expected)
+    assert local_gpus() == expected

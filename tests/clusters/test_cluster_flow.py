@@ -1,4 +1,4 @@
-"""Cluster runs through the radas flow on the loopback head: run, GPU shares, attach, restore."""
+"""Cluster runs on the loopback head: GPU shares, attach, a crashed monitor, bad input."""
 
 from __future__ import annotations
 
@@ -171,50 +171,6 @@ def test_fractional_gpu_share(
     assert set(df["gpu_share"]) == {0.5} and set(df["cpu_share"]) == {1.0}
     assert all(len(json.loads(ids)) == 1 for ids in df["gpu_ids"])
     assert all(v in ("0", "1") for v in df["cuda_visible_devices"])
-
-
-def test_run_conflict_stop_attach_restore(workdir: Path) -> None:
-    mod = project(workdir)
-    space = {"a": tune.grid_search(list(range(6))), "sleep": 2.5}
-    handle = submit_directly(mod, workdir, "long-run", space)
-    client = job_client(get_cluster("loopback"))
-    try:
-        # A second run of the same experiment while its job runs: an error naming the fixes.
-        with pytest.raises(
-            ExperimentStateError,
-            match=r"already has a running job on cluster 'loopback' \(radas-erin-.*run_choice="
-            r"'attach'.*run_choice='stop_attach'",
-        ):
-            run(
-                trainable=mod.sleeper,
-                experiment_name="long-run",
-                param_space=space,
-                run_choice="run",
-            )
-        wait_for(
-            lambda: any(
-                p["completed"] >= 2 for p in progress_lines(client.get_job_logs(handle.job_id))
-            ),
-            120,
-            "two completed trials",
-        )
-        stopped = run(trainable=mod.sleeper, experiment_name="long-run", run_choice="stop_attach")
-        assert str(client.get_job_status(handle.job_id).value) == "STOPPED"
-        # What finished is analyzed; trials the stop interrupted have no score yet.
-        scored = stopped["df"].dropna(subset=["score"])
-        assert 2 <= len(scored) < 6, stopped["df"]
-        # Completed trials say so; the ones the stop cut off or never started do not.
-        status = {o["trial_id"]: o["status"] for o in stopped["tuner"].trial_outcomes()}
-        assert {status[t] for t in scored["trial_id"]} == {"TERMINATED"}, status
-        unfinished = {s for t, s in status.items() if t not in set(scored["trial_id"])}
-        assert unfinished and unfinished <= {"PENDING", "RUNNING", "PAUSED"}, status
-    finally:
-        if not client.get_job_status(handle.job_id).is_terminal():
-            client.stop_job(handle.job_id)
-    restored = run(
-        trainable=mod.sleeper, experiment_name="long-run", param_space=space, run_choice="restore"
-    )
-    assert sorted(restored["df"].dropna(subset=["score"])["score"]) == list(range(6))
 
 
 def test_attach_follows_a_running_job_then_analyzes(workdir: Path) -> None:

@@ -12,7 +12,7 @@ import pytest
 from ray import tune
 
 from radas_flows import run_experiment
-from radas_flows.clusters import local_status
+from radas_flows.core import local_gpus
 
 torch = pytest.importorskip("torch", reason="torch is not installed")
 
@@ -50,7 +50,7 @@ def train_on_gpu(config):
 
 
 def test_trial_trains_on_cuda(workdir: Path) -> None:
-    assert (local_status().gpus_total or 0) >= 1
+    assert local_gpus() >= 1
     name = f"gpu_trainable_{uuid.uuid4().hex[:8]}"
     (workdir / f"{name}.py").write_text(TRAINABLE)
     sys.path.insert(0, str(workdir))

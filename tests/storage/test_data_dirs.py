@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import doctest
-import io
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-import radas_flows.data as rdata
 from radas_flows.data import get_cold_data_dir, get_data_dir, validate_user_name
 
 
@@ -109,17 +105,3 @@ def test_user_name_must_be_a_string() -> None:
 @pytest.mark.parametrize("name", ["alice", "Bob_2", "a.b-c", "x" * 64, "0"])
 def test_valid_user_names_are_returned_unchanged(name: str) -> None:
     assert validate_user_name(name) == name
-
-
-def test_docstring_examples(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    # The examples set the roots; monkeypatch puts the previous values back afterwards, and
-    # their temporary directories land in tmp_path.
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.setenv("RADAS_DATA_ROOT", "/unused")
-    monkeypatch.setenv("RADAS_COLD_DATA_ROOT", "/unused")
-    out = io.StringIO()
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    for test in doctest.DocTestFinder().find(rdata):
-        runner.run(test, out=out.write)
-    assert runner.tries > 0
-    assert runner.failures == 0, out.getvalue()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import io
 import logging
 import time
 import traceback
@@ -20,7 +18,6 @@ from radas_flows.secrets import register_secret
 
 if TYPE_CHECKING:
     from conftest import Credentials, TlsFiles
-
     from tests.smtp_server import SmtpServer
 
 PNG_BYTES = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -357,14 +354,3 @@ def test_registered_secrets_are_scrubbed_from_subject_and_body(
     assert token not in msg.as_string()
     assert msg["Subject"] == "token ***"
     assert "the token is ***" in msg.get_content()
-
-
-def test_docstring_examples(smtp_env: Callable[..., None]) -> None:
-    smtp_env()  # the example sets RADAS_SMTP_*; monkeypatch restores them afterwards
-    out = io.StringIO()
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    for module in (remail, smtp_settings):
-        for test in doctest.DocTestFinder().find(module):
-            runner.run(test, out=out.write)
-    assert runner.tries > 0
-    assert runner.failures == 0, out.getvalue()
