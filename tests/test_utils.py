@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import os
 import random
 import sys
@@ -11,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import radas_flows.utils as rutils
 from radas_flows.secrets import register_secret
 from radas_flows.utils import (
     config_seed,
