@@ -7,6 +7,7 @@ from pathlib import Path
 
 from radas_flows.errors import RadasValueError
 from radas_flows.inputs.rules import check_user_name, current_user_name
+from radas_flows.storage import normalize_root
 
 RESULTS_ROOT_ENV = "RADAS_RESULTS_ROOT"
 LOCAL_CPUS_ENV = "RADAS_LOCAL_NUM_CPUS"
@@ -14,10 +15,7 @@ LOCAL_CPUS_ENV = "RADAS_LOCAL_NUM_CPUS"
 
 def results_root() -> str:
     """The results root: ``$RADAS_RESULTS_ROOT``, else ``~/radas-results``."""
-    root = os.environ.get(RESULTS_ROOT_ENV) or str(Path.home() / "radas-results")
-    if "://" in root:
-        return root.rstrip("/")
-    return str(Path(root).expanduser().resolve())
+    return normalize_root(os.environ.get(RESULTS_ROOT_ENV) or str(Path.home() / "radas-results"))
 
 
 def get_ray_results_dir(user_name: str | None = None) -> str:
@@ -35,14 +33,17 @@ def get_ray_results_dir(user_name: str | None = None) -> str:
         >>> get_ray_results_dir("yuhang")
         '/tmp/radas-doc/yuhang/'
     """
-    user = check_user_name(user_name if user_name is not None else current_user_name())
-    return f"{results_root()}/{user}/"
+    return user_results_path(user_name if user_name is not None else current_user_name()) + "/"
+
+
+def user_results_path(user_name: str, root: str | None = None) -> str:
+    """The folder (or URI) of one user's experiments: ``<root>/<user>``."""
+    return f"{(root or results_root()).rstrip('/')}/{check_user_name(user_name)}"
 
 
 def experiment_path(user_name: str, full_experiment_name: str, root: str | None = None) -> str:
-    """The folder (or URI) of one experiment's Tune results."""
-    base = (root or results_root()).rstrip("/")
-    return f"{base}/{check_user_name(user_name)}/{full_experiment_name}"
+    """The folder (or URI) of one experiment's Tune results: ``<root>/<user>/<full name>``."""
+    return f"{user_results_path(user_name, root)}/{full_experiment_name}"
 
 
 def local_cpus() -> int:

@@ -6,15 +6,12 @@ import base64
 import dataclasses
 import json
 import os
-import shutil
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    import pyarrow.fs
+from radas_flows.storage import Storage
 
 SUMMARY_FILE = "radas_summary.json"
 #: Trial ids that completed before Tune itself stopped (Ray's memory monitor aborts ``fit()``).
@@ -33,7 +30,6 @@ class DriverSpec:
     resources: dict[str, float]
     mode: Literal["run", "restore"] = "run"
     secrets: dict[str, Any] = field(default_factory=dict, repr=False)
-    storage_filesystem: Any = None
     run_id: str = "run"  # key of this run's progress (local) or log marker lines (cluster job)
 
     @property
@@ -114,8 +110,6 @@ def build_run_config(spec: DriverSpec, callbacks: list[Any]) -> Any:
         "name": spec.name,
         "callbacks": [*(user.callbacks or []), *callbacks],
     }
-    if spec.storage_filesystem is not None:
-        changes["storage_filesystem"] = spec.storage_filesystem
     if user.verbose is None:
         changes["verbose"] = 1
     return dataclasses.replace(user, **changes)
@@ -129,75 +123,15 @@ def resolve_trainable(trainable: Any) -> Any:
     return trainable
 
 
-def _resolve(
-    path: str, filesystem: pyarrow.fs.FileSystem | None
-) -> tuple[pyarrow.fs.FileSystem | None, str]:
-    """A pyarrow filesystem and path for remote storage; (None, path) for a local folder."""
-    if filesystem is not None:
-        return filesystem, path
-    if "://" in path:
-        import pyarrow.fs
-
-        return pyarrow.fs.FileSystem.from_uri(path)
-    return None, path
-
-
-def read_text(path: str, filesystem: pyarrow.fs.FileSystem | None = None) -> str | None:
-    """The text of a file on local or remote storage, or None when it does not exist."""
-    fs, fs_path = _resolve(path, filesystem)
-    if fs is None:
-        local = Path(fs_path)
-        return local.read_text(encoding="utf-8") if local.is_file() else None
-    import pyarrow.fs
-
-    if fs.get_file_info(fs_path).type != pyarrow.fs.FileType.File:
-        return None
-    with fs.open_input_stream(fs_path) as stream:
-        return bytes(stream.readall()).decode("utf-8")
-
-
-def write_text(path: str, text: str, filesystem: pyarrow.fs.FileSystem | None = None) -> None:
-    """Write a small file on local (atomically) or remote storage, creating its folder."""
-    fs, fs_path = _resolve(path, filesystem)
-    if fs is None:
-        local = Path(fs_path)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        partial = local.with_name(f".{local.name}.partial")
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, local)
-        return
-    fs.create_dir(fs_path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(fs_path) as stream:
-        stream.write(text.encode("utf-8"))
-
-
-def read_completed_ids(
-    experiment_path: str, filesystem: pyarrow.fs.FileSystem | None = None
-) -> set[str]:
+def read_completed_ids(experiment: Storage) -> set[str]:
     """Trial ids the driver saw complete before Tune stopped early (empty when it did not)."""
-    text = read_text(f"{experiment_path.rstrip('/')}/{COMPLETED_FILE}", filesystem)
+    text = experiment.child(COMPLETED_FILE).read_text()
     return set(json.loads(text)) if text else set()
 
 
-def write_completed_ids(
-    experiment_path: str, trial_ids: Iterable[str], filesystem: pyarrow.fs.FileSystem | None = None
-) -> None:
+def write_completed_ids(experiment: Storage, trial_ids: Iterable[str]) -> None:
     """Record the trial ids that completed (written by the driver when ``fit()`` raised)."""
-    ids = sorted(set(trial_ids))
-    write_text(f"{experiment_path.rstrip('/')}/{COMPLETED_FILE}", json.dumps(ids), filesystem)
-
-
-def remove_experiment(path: str, storage_filesystem: Any = None) -> None:
-    """Delete a stored experiment (only for ``run_choice="run"``, which replaces it)."""
-    fs, fs_path = _resolve(path, storage_filesystem)
-    if fs is None:
-        if os.path.isdir(fs_path):
-            shutil.rmtree(fs_path)
-        return
-    import pyarrow.fs as pafs
-
-    if fs.get_file_info(fs_path).type != pafs.FileType.NotFound:
-        fs.delete_dir(fs_path)
+    experiment.child(COMPLETED_FILE).write_text(json.dumps(sorted(set(trial_ids))))
 
 
 def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
@@ -222,14 +156,13 @@ def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
             resume_unfinished=True,
             resume_errored=True,
             param_space=spec.param_space or None,
-            storage_filesystem=spec.storage_filesystem,
         )
         # A restored experiment keeps its stored run config; report progress under this run.
         run_config = tuner._local_tuner.get_run_config()  # type: ignore[union-attr]
         kept = [c for c in run_config.callbacks or [] if not isinstance(c, ProgressCallback)]
         run_config.callbacks = [*kept, *callbacks]
     else:
-        remove_experiment(spec.experiment_path, spec.storage_filesystem)
+        Storage(spec.experiment_path).remove()
         tuner = tune.Tuner(
             with_resources,
             param_space=spec.param_space,
@@ -248,7 +181,7 @@ def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
 
 def _record_completed(spec: DriverSpec, trial_ids: set[str]) -> None:
     try:
-        write_completed_ids(spec.experiment_path, trial_ids, spec.storage_filesystem)
+        write_completed_ids(Storage(spec.experiment_path), trial_ids)
     except Exception as e:  # the original error matters more; say why this is missing
         print(f"[radas] could not record the completed trials: {type(e).__name__}: {e}")
 

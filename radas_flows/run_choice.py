@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
 from radas_flows.errors import ExperimentStateError, RadasValueError
+from radas_flows.storage import Storage
 
 Mode = Literal["run", "restore"]
 
 
-def experiment_exists(path: str, storage_filesystem: Any = None) -> bool:
+def experiment_exists(path: str) -> bool:
     """True when Tune results of an experiment are stored at ``path``."""
-    if "://" not in path and storage_filesystem is None and not os.path.isdir(path):
-        return False
+    experiment = Storage(path)
+    if not experiment.is_remote and not experiment.is_dir():
+        return False  # nothing there: no need to import Tune
     from ray.tune import Tuner
 
-    return bool(Tuner.can_restore(path, storage_filesystem=storage_filesystem))
+    return bool(Tuner.can_restore(experiment.path, storage_filesystem=experiment.tune_filesystem()))
 
 
 def decide_mode(

@@ -8,6 +8,7 @@ from typing import Any
 
 from radas_flows.oom.merge import load_analysis, merged_trials, trial_cpus
 from radas_flows.oom.rounds import OomRound, read_manifest
+from radas_flows.storage import Storage
 
 # Tune's bookkeeping columns; get_brief_dataframe() drops them (config/* and metrics stay).
 BOOKKEEPING_COLUMNS: frozenset[str] = frozenset(
@@ -100,11 +101,12 @@ class Tuner:
         """
         from ray.tune import ResultGrid
 
-        manifest = read_manifest(path, storage_filesystem) if merge_rounds else None
-        analysis = load_analysis(path, storage_filesystem)
+        experiment = Storage(path, storage_filesystem)
+        manifest = read_manifest(experiment) if merge_rounds else None
+        analysis = load_analysis(experiment)
         if manifest is None or not manifest.rounds:
             return cls(ResultGrid(analysis), experiment_path=path)
-        trials = merged_trials(path, analysis.trials, manifest, storage_filesystem)
+        trials = merged_trials(experiment, analysis.trials, manifest)
         return cls.merged(
             path,
             trials,

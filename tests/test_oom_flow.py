@@ -14,7 +14,8 @@ from ray import tune
 from radas_flows import Tuner, run_experiment
 from radas_flows.core import experiment_path
 from radas_flows.oom import OutOfMemoryCapError
-from radas_flows.oom.rounds import MANIFEST_FILE, read_manifest, sibling_path
+from radas_flows.oom.rounds import MANIFEST_FILE, read_manifest
+from radas_flows.storage import Storage
 from tests.oom_trainables import (
     failing_in_turn,
     memory_grabber,
@@ -101,8 +102,8 @@ def test_only_trials_out_of_memory_rerun_with_doubled_cpus(workdir: Path) -> Non
 
     # The round is stored beside the experiment and recorded in its manifest.
     path = stored_path("oom-grid", workdir)
-    [entry] = read_manifest(path).rounds  # type: ignore[union-attr]
-    assert Path(sibling_path(path, entry.name)).is_dir()
+    [entry] = read_manifest(Storage(path)).rounds  # type: ignore[union-attr]
+    assert Path(Storage(path).sibling(entry.name).path).is_dir()
     assert len(entry.roots) == 2
 
     # Analyzing later merges the round too, from storage alone.
@@ -114,7 +115,7 @@ def test_only_trials_out_of_memory_rerun_with_doubled_cpus(workdir: Path) -> Non
 
     # A fresh run replaces the experiment and deletes its old round.
     run(experiment_name="oom-grid", param_space={**space, "x": tune.grid_search([1])})
-    assert not Path(sibling_path(path, entry.name)).exists()
+    assert not Path(Storage(path).sibling(entry.name).path).exists()
     assert not (Path(path) / MANIFEST_FILE).exists()
 
 
@@ -189,7 +190,7 @@ def test_max_rounds_stops_escalation(workdir: Path, monkeypatch: pytest.MonkeyPa
     assert runs_by_x(count_file) == {1: [0.5, 1.0, 0.5]}
     assert results["tuner"].num_errors == 1 and results["tuner"].oom_rounds == []
     assert "cpu_per_trial" not in results["df"].columns
-    assert read_manifest(stored_path("oom-off", workdir)) is None
+    assert read_manifest(Storage(stored_path("oom-off", workdir))) is None
     assert "ran out of memory" not in latest_artifact("summary", "oom-off").data
 
 

@@ -23,6 +23,7 @@ from radas_flows.oom.merge import (
     round_text,
 )
 from radas_flows.oom.rounds import OomManifest, OomRound, config_key
+from radas_flows.storage import Storage
 
 
 @dataclass
@@ -171,7 +172,7 @@ def test_next_round_doubles_for_the_trials_out_of_memory() -> None:
     manifest = OomManifest(1.0)
     step = next_round(histories, manifest, full_name="exp", cap=8, rounds_run=0, max_rounds=3)
     assert step == OomRound(1, "exp__oom_round_1", 2.0, ["a_00001"], [config_key({"x": 1})])
-    text = round_text(step, histories, "/r/me/exp", 3)
+    text = round_text(step, histories, Storage("/r/me/exp"), 3)
     assert text == (
         "1 trial ran out of memory at cpu_per_trial=1: a_00001 {'x': 1}. Re-running only it "
         "with cpu_per_trial=2 (round 1, at most 3 per run), stored as /r/me/exp__oom_round_1."
@@ -205,7 +206,12 @@ def test_next_round_is_none_when_nothing_ran_out_of_memory_or_reruns_are_off() -
 
 _PACKAGE = Path(radas_flows.__file__).parent
 #: What the oom package may import from radas_flows: itself and these lower modules.
-_OOM_MAY_IMPORT = {"radas_flows.driver", "radas_flows.errors", "radas_flows.secrets"}
+_OOM_MAY_IMPORT = {
+    "radas_flows.driver",
+    "radas_flows.errors",
+    "radas_flows.secrets",
+    "radas_flows.storage",
+}
 
 
 def _radas_imports(path: Path) -> set[str]:

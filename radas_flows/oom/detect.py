@@ -7,8 +7,9 @@ import errno
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from radas_flows.storage import Storage
 
 if TYPE_CHECKING:
     import pyarrow.fs
@@ -229,24 +230,15 @@ def read_trial_error(
     Example:
         >>> import tempfile
         >>> trial_dir = tempfile.mkdtemp()
+        >>> from pathlib import Path
         >>> _ = (Path(trial_dir) / "error.txt").write_text(
         ...     "Failure # 1 (occurred at 2025-01-01_00-00-00)\\nMemoryError\\n")
         >>> read_trial_error(trial_dir), classify_error(read_trial_error(trial_dir))
         ('MemoryError', 'oom')
     """
-    if filesystem is None:
-        path = Path(trial_dir) / ERROR_TEXT_FILE
-        if not path.is_file():
-            return None
-        text = path.read_text(encoding="utf-8", errors="replace")
-    else:
-        import pyarrow.fs
-
-        fs_path = f"{os.fspath(trial_dir).rstrip('/')}/{ERROR_TEXT_FILE}"
-        if filesystem.get_file_info(fs_path).type != pyarrow.fs.FileType.File:
-            return None
-        with filesystem.open_input_stream(fs_path) as stream:
-            text = stream.readall().decode("utf-8", errors="replace")
+    text = Storage(os.fspath(trial_dir), filesystem).child(ERROR_TEXT_FILE).read_text()
+    if text is None:
+        return None
     return _latest_failure(text)
 
 

@@ -16,7 +16,8 @@ from radas_flows.oom.policy import (
     plan_round,
     recommendation_text,
 )
-from radas_flows.oom.rounds import OomManifest, OomRound, config_key, round_name, sibling_path
+from radas_flows.oom.rounds import OomManifest, OomRound, config_key, round_name
+from radas_flows.storage import Storage
 
 
 def final_index(outcomes: Sequence[Outcome]) -> int:
@@ -123,29 +124,29 @@ def match_round(entry: OomRound, trials: Sequence[tuple[str, Mapping[str, Any]]]
     return dict(sorted(matched.items()))
 
 
-def load_analysis(path: str, filesystem: Any = None) -> Any:
+def load_analysis(experiment: Storage) -> Any:
     """Tune's ``ExperimentAnalysis`` of a stored experiment, completed trials marked so.
 
     Tune saves its state only now and then, so after ``fit()`` itself failed the driver
     records the trials it saw complete; those are marked ``TERMINATED`` here.
 
     Raises:
-        Exception: Whatever Tune raises when nothing is stored at ``path``.
+        Exception: Whatever Tune raises when nothing is stored there.
     """
     from ray.tune import ExperimentAnalysis
 
-    analysis = ExperimentAnalysis(path, storage_filesystem=filesystem)
-    completed = read_completed_ids(path, filesystem)
+    analysis = ExperimentAnalysis(experiment.path, storage_filesystem=experiment.tune_filesystem())
+    completed = read_completed_ids(experiment)
     for trial in analysis.trials:
         if trial.trial_id in completed and trial.status != "TERMINATED":
             trial.status = "TERMINATED"
     return analysis
 
 
-def stored_trials(path: str, filesystem: Any = None) -> list[Any] | None:
-    """The Tune trials stored at ``path``, or None when Tune stored nothing there."""
+def stored_trials(experiment: Storage) -> list[Any] | None:
+    """The Tune trials stored in ``experiment``, or None when Tune stored nothing there."""
     try:
-        return list(load_analysis(path, filesystem).trials)
+        return list(load_analysis(experiment).trials)
     except Exception:  # never stored: Tune stopped before it saved any state
         return None
 
@@ -188,11 +189,11 @@ def record_round(
 
 
 def replay_rounds(
-    path: str, manifest: OomManifest, histories: dict[str, TrialHistory], filesystem: Any = None
+    experiment: Storage, manifest: OomManifest, histories: dict[str, TrialHistory]
 ) -> None:
     """Add the stored rounds of ``manifest`` to the histories; a round never stored is skipped."""
     for entry in manifest.rounds:
-        trials = stored_trials(sibling_path(path, entry.name), filesystem)
+        trials = stored_trials(experiment.sibling(entry.name))
         if trials is not None:
             record_round(histories, entry, trials, aborted=False)
 
@@ -204,21 +205,20 @@ def final_trials(histories: Iterable[TrialHistory]) -> list[Any]:
 
 
 def merged_trials(
-    path: str, main_trials: Sequence[Any], manifest: OomManifest, filesystem: Any = None
+    experiment: Storage, main_trials: Sequence[Any], manifest: OomManifest
 ) -> list[Any]:
     """One final trial per config of a stored sweep, over its stored re-run rounds.
 
     Args:
-        path: The original experiment's path.
+        experiment: Where the original experiment is stored.
         main_trials: Its Tune trials (see :func:`load_analysis`).
         manifest: Its rounds manifest.
-        filesystem: The pyarrow filesystem of remote storage, if any.
 
     Returns:
         The trials to show, one per config, in the original sweep's order.
     """
     histories = record_run(main_trials, base_cpu=manifest.base_cpu_per_trial)
-    replay_rounds(path, manifest, histories, filesystem)
+    replay_rounds(experiment, manifest, histories)
     return final_trials(histories.values())
 
 
@@ -264,7 +264,7 @@ def next_round(
 
 
 def round_text(
-    entry: OomRound, histories: Mapping[str, TrialHistory], path: str, max_rounds: int
+    entry: OomRound, histories: Mapping[str, TrialHistory], experiment: Storage, max_rounds: int
 ) -> str:
     """The log line announcing a re-run round (configs redacted)."""
     from radas_flows.secrets import redact
@@ -278,7 +278,7 @@ def round_text(
         f"{format_number(max(max(h.cpus) for h in pending))}: {shown}{more}. Re-running only "
         f"{'it' if one else 'them'} with cpu_per_trial={format_number(entry.cpu_per_trial)} "
         f"(round {entry.number}, at most {max_rounds} per run), stored as "
-        f"{sibling_path(path, entry.name)}."
+        f"{experiment.sibling(entry.name)}."
     )
 
 

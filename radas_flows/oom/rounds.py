@@ -6,13 +6,10 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from radas_flows.driver import read_text, remove_experiment, write_text
 from radas_flows.errors import RadasValueError
-
-if TYPE_CHECKING:
-    import pyarrow.fs
+from radas_flows.storage import Storage
 
 #: The manifest of re-run rounds, in the original experiment's folder.
 MANIFEST_FILE = "radas_oom_rounds.json"
@@ -60,17 +57,6 @@ def round_name(full_name: str, number: int) -> str:
     return f"{full_name}{ROUND_SUFFIX}{number}"
 
 
-def sibling_path(experiment_path: str, name: str) -> str:
-    """The path of experiment ``name`` stored beside ``experiment_path`` (same user folder).
-
-    Example:
-        >>> sibling_path("s3://bucket/runs/me/mnist", "mnist__oom_round_1")
-        's3://bucket/runs/me/mnist__oom_round_1'
-    """
-    parent = experiment_path.rstrip("/").rsplit("/", 1)[0]
-    return f"{parent}/{name}"
-
-
 def config_key(config: Mapping[str, Any]) -> str:
     """A stable text key of a trial config, to find a re-run trial's original.
 
@@ -112,39 +98,31 @@ class OomManifest:
         return cls(**data, rounds=rounds)
 
 
-def read_manifest(
-    experiment_path: str, filesystem: pyarrow.fs.FileSystem | None = None
-) -> OomManifest | None:
+def read_manifest(experiment: Storage) -> OomManifest | None:
     """The re-run rounds recorded for an experiment, or None when it never escalated.
 
     Example:
-        >>> read_manifest("/no/such/experiment") is None
+        >>> read_manifest(Storage("/no/such/experiment")) is None
         True
     """
-    text = read_text(f"{experiment_path.rstrip('/')}/{MANIFEST_FILE}", filesystem)
+    text = experiment.child(MANIFEST_FILE).read_text()
     if text is None:
         return None
     try:
         return OomManifest.from_json(text)
     except (ValueError, TypeError, KeyError) as e:
         raise RadasValueError(
-            f"{MANIFEST_FILE} in {experiment_path} is damaged ({type(e).__name__}: {e}); delete "
+            f"{MANIFEST_FILE} in {experiment} is damaged ({type(e).__name__}: {e}); delete "
             "it to analyze the original sweep alone, without its out-of-memory re-runs."
         ) from e
 
 
-def write_manifest(
-    experiment_path: str, manifest: OomManifest, filesystem: pyarrow.fs.FileSystem | None = None
-) -> None:
+def write_manifest(experiment: Storage, manifest: OomManifest) -> None:
     """Store the manifest in the experiment's folder."""
-    write_text(f"{experiment_path.rstrip('/')}/{MANIFEST_FILE}", manifest.to_json(), filesystem)
+    experiment.child(MANIFEST_FILE).write_text(manifest.to_json())
 
 
-def remove_rounds(
-    experiment_path: str,
-    manifest: OomManifest,
-    filesystem: pyarrow.fs.FileSystem | None = None,
-) -> list[str]:
+def remove_rounds(experiment: Storage, manifest: OomManifest) -> list[str]:
     """Delete the stored re-run rounds of an experiment (when it is run afresh).
 
     Read the manifest first: a fresh run deletes the experiment's folder, manifest included.
@@ -154,7 +132,7 @@ def remove_rounds(
     """
     removed = []
     for entry in manifest.rounds:
-        path = sibling_path(experiment_path, entry.name)
-        remove_experiment(path, filesystem)
-        removed.append(path)
+        stored = experiment.sibling(entry.name)
+        stored.remove()
+        removed.append(stored.path)
     return removed

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -12,6 +11,7 @@ from radas_flows._artifacts import artifact_key, create_table
 from radas_flows.analysis import AnalysisResult, analyze_results
 from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.secrets import redact
+from radas_flows.storage import Storage
 from radas_flows.tuner import Tuner
 
 __all__ = ["best_of", "output_dir", "results_analyze"]
@@ -19,9 +19,7 @@ __all__ = ["best_of", "output_dir", "results_analyze"]
 
 def output_dir(spec: ExperimentSpec, results_path: str) -> str:
     """Where the CSV and figure go: beside the results, or a local cache for remote storage."""
-    if "://" not in results_path:
-        return results_path
-    return str(Path.home() / ".cache" / "radas" / spec.user_name / spec.full_name)
+    return Storage(results_path).output_dir(spec.user_name, spec.full_name)
 
 
 @task(name="results_analyze", cache_policy=NO_CACHE, persist_result=False)

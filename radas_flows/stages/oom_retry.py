@@ -42,6 +42,7 @@ from radas_flows.stages.submit import (
     retry_when_transient,
     submit_run,
 )
+from radas_flows.storage import Storage
 from radas_flows.targets import DriverFailedError, RunHandle, TargetCheck
 from radas_flows.tuner import Tuner
 
@@ -122,13 +123,13 @@ def _follow(
         The monitor's result (None when Tune stopped), the run's own trials, and whether Tune
         stopped out of memory.
     """
-    filesystem = handle.driver_spec.storage_filesystem
+    experiment = Storage(handle.experiment_path)
     try:
         monitor = follow()
     except DriverFailedError as e:
         if not escalate or classify_error(e) != "oom":
             raise
-        stored = stored_trials(handle.experiment_path, filesystem)
+        stored = stored_trials(experiment)
         if stored is None:
             raise
         get_run_logger().warning(
@@ -138,7 +139,7 @@ def _follow(
         )
         return None, stored, True
     if monitor.tuner.oom_rounds:  # a cluster run read back with earlier rounds merged in
-        return monitor, list(load_analysis(handle.experiment_path, filesystem).trials), False
+        return monitor, list(load_analysis(experiment).trials), False
     return monitor, monitor.tuner.trials(), False
 
 
@@ -211,18 +212,19 @@ def escalate(
         The merged results, the advice to show, and the failure to raise after analysis.
     """
     logger = get_run_logger()
-    path, filesystem = handle.experiment_path, handle.driver_spec.storage_filesystem
+    path = handle.experiment_path
+    experiment = Storage(path)
     if max_rounds is None:
         max_rounds = max_oom_rounds()
     base_cpu = float(handle.driver_spec.resources.get("cpu", spec.cpu_per_trial))
     monitor, main_trials, aborted = _follow(
         spec, handle, escalate=max_rounds > 0, follow=lambda: experiment_monitor(spec, handle)
     )
-    manifest = None if fresh else read_manifest(path, filesystem)
+    manifest = None if fresh else read_manifest(experiment)
     if manifest is None:
         manifest = OomManifest(base_cpu, *_metric_mode(spec))
     histories = record_run(main_trials, base_cpu=base_cpu, aborted=aborted)
-    replay_rounds(path, manifest, histories, filesystem)
+    replay_rounds(experiment, manifest, histories)
 
     failure, rounds_run = None, 0
     while True:
@@ -238,8 +240,8 @@ def escalate(
             failure = step
             break
         manifest.rounds.append(step)
-        write_manifest(path, manifest, filesystem)
-        logger.warning("%s", round_text(step, histories, path, max_rounds))
+        write_manifest(experiment, manifest)
+        logger.warning("%s", round_text(step, histories, experiment, max_rounds))
         configs = [histories[root].config for root in step.roots]
         outcome = oom_retry(spec, check, step, configs)
         rounds_run += 1
@@ -254,7 +256,6 @@ def escalate(
         tuner = Tuner.merged(
             path,
             final_trials(histories.values()),
-            storage_filesystem=filesystem,
             metric=manifest.metric,
             mode=manifest.mode,
             oom_rounds=manifest.rounds,
@@ -267,7 +268,7 @@ def escalate(
 def stored_rounds(path: str) -> OomManifest | None:
     """The out-of-memory re-run rounds of an experiment about to be replaced (best effort)."""
     try:
-        return read_manifest(path)
+        return read_manifest(Storage(path))
     except Exception:  # unreachable or damaged: nothing to clean up
         return None
 
@@ -277,7 +278,7 @@ def remove_old_rounds(manifest: OomManifest | None, path: str) -> None:
     if manifest is None:
         return
     try:
-        removed = remove_rounds(path, manifest)
+        removed = remove_rounds(Storage(path), manifest)
     except Exception as e:
         get_run_logger().warning("Could not delete old out-of-memory re-runs of %s: %s", path, e)
         return

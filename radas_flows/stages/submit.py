@@ -8,7 +8,7 @@ from typing import Any, Literal
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from radas_flows.core import results_root
+from radas_flows.core import user_results_path
 from radas_flows.driver import DriverSpec
 from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.oom.policy import gpu_share
@@ -38,7 +38,6 @@ def driver_spec_for(
     target: Target | None = None,
 ) -> DriverSpec:
     """The driver's view of an experiment spec, with its trial resources on ``check``'s target."""
-    base = (check.results_root or results_root()).rstrip("/")
     resources: dict[str, float] = {"cpu": cpu_per_trial}
     gpus = gpu_share(cpu_per_trial, check.gpu_per_cpu)
     if gpus:
@@ -47,7 +46,7 @@ def driver_spec_for(
         trainable=(target or target_for(spec.target)).driver_trainable(spec),
         param_space=spec.param_space,
         tuner_init_kwargs=spec.tuner_init_kwargs,
-        storage_path=f"{base}/{spec.user_name}",
+        storage_path=user_results_path(spec.user_name, check.results_root),
         name=spec.full_name,
         resources=resources,
         mode=mode,

@@ -129,9 +129,7 @@ def follow_job(
     if status_value == "SUCCEEDED":
         progress.done()
     try:
-        return Tuner.from_path(
-            handle.experiment_path, storage_filesystem=handle.driver_spec.storage_filesystem
-        )
+        return Tuner.from_path(handle.experiment_path)
     except Exception as e:
         raise ExperimentStateError(
             f"Job {job_id} on cluster {name!r} ended {status_value}, but no results can be read "

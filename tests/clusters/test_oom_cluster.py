@@ -13,7 +13,8 @@ from ray import tune
 from radas_flows import run_experiment
 from radas_flows.clusters.jobs import find_jobs, job_client
 from radas_flows.clusters.registry import get_cluster
-from radas_flows.oom.rounds import read_manifest, sibling_path
+from radas_flows.oom.rounds import read_manifest
+from radas_flows.storage import Storage
 from tests.clusters.helpers import import_source
 from tests.clusters.loopback_ray import RayHead
 
@@ -86,8 +87,8 @@ def test_cluster_run_reruns_out_of_memory_trials_as_a_new_job(
     # The round ran as its own job, stored beside the experiment on the cluster's results root.
     path = results["tuner"].experiment_path
     assert Path(path).parent == ray_head.temp_dir / "results" / "erin"
-    [entry] = read_manifest(path).rounds  # type: ignore[union-attr]
-    assert Path(sibling_path(path, entry.name)).is_dir()
+    [entry] = read_manifest(Storage(path)).rounds  # type: ignore[union-attr]
+    assert Path(Storage(path).sibling(entry.name).path).is_dir()
     client = job_client(get_cluster("loopback"))
     jobs = find_jobs(client, "erin", entry.name)
     assert [str(job.status.value) for job in jobs] == ["SUCCEEDED"]

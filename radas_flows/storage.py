@@ -1,0 +1,149 @@
+"""One results location: a local (or NFS-mounted) folder, or a URI such as ``s3://bucket/x``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pyarrow.fs
+
+__all__ = ["Storage", "is_uri", "normalize_root"]
+
+
+def is_uri(path: str) -> bool:
+    """Whether ``path`` names remote storage (``s3://...``, ``gs://...``) rather than a folder.
+
+    Example:
+        >>> is_uri("s3://bucket/runs"), is_uri("/mnt/nfs/runs")
+        (True, False)
+    """
+    return "://" in path
+
+
+def normalize_root(root: str) -> str:
+    """A results root as stored: URIs without a trailing slash, folders absolute.
+
+    Example:
+        >>> normalize_root("s3://bucket/runs/")
+        's3://bucket/runs'
+    """
+    if is_uri(root):
+        return root.rstrip("/")
+    return str(Path(root).expanduser().resolve())
+
+
+class Storage:
+    """A file or folder in a results location, read and written the same way everywhere.
+
+    Local and NFS paths use the file system directly (writes are atomic: a temporary file
+    renamed into place); URIs go through pyarrow's filesystem for their scheme (credentials from
+    the environment, as Ray Tune reads them), or through ``filesystem`` when one is given.
+
+    Example:
+        >>> import tempfile
+        >>> root = Storage(tempfile.mkdtemp())
+        >>> root.child("exp").child("notes.txt").write_text("hello")
+        >>> root.child("exp").child("notes.txt").read_text(), root.child("exp").is_dir()
+        ('hello', True)
+        >>> root.child("exp").sibling("exp__oom_round_1").path == f"{root.path}/exp__oom_round_1"
+        True
+    """
+
+    def __init__(self, path: str | os.PathLike[str], filesystem: Any = None) -> None:
+        self.path = os.fspath(path).rstrip("/") or "/"
+        self.filesystem: pyarrow.fs.FileSystem | None = filesystem
+
+    def __repr__(self) -> str:
+        return f"Storage({self.path!r})"
+
+    def __str__(self) -> str:
+        return self.path
+
+    @property
+    def is_remote(self) -> bool:
+        """True for a URI (or an explicit pyarrow filesystem), False for a folder here."""
+        return self.filesystem is not None or is_uri(self.path)
+
+    def child(self, name: str) -> Storage:
+        """The entry ``name`` inside this folder."""
+        return Storage(f"{self.path}/{name}", self.filesystem)
+
+    def sibling(self, name: str) -> Storage:
+        """The entry ``name`` beside this one (same parent folder)."""
+        return Storage(f"{self.path.rsplit('/', 1)[0]}/{name}", self.filesystem)
+
+    def _fs(self) -> tuple[pyarrow.fs.FileSystem, str]:
+        if self.filesystem is not None:
+            return self.filesystem, self.path
+        import pyarrow.fs
+
+        return pyarrow.fs.FileSystem.from_uri(self.path)
+
+    def _type(self) -> Any:
+        fs, fs_path = self._fs()
+        return fs.get_file_info(fs_path).type
+
+    def is_dir(self) -> bool:
+        """Whether a folder is stored here."""
+        if not self.is_remote:
+            return os.path.isdir(self.path)
+        import pyarrow.fs
+
+        return bool(self._type() == pyarrow.fs.FileType.Directory)
+
+    def read_text(self) -> str | None:
+        """The text of the file stored here, or None when there is none."""
+        if not self.is_remote:
+            local = Path(self.path)
+            return local.read_text(encoding="utf-8", errors="replace") if local.is_file() else None
+        import pyarrow.fs
+
+        fs, fs_path = self._fs()
+        if fs.get_file_info(fs_path).type != pyarrow.fs.FileType.File:
+            return None
+        with fs.open_input_stream(fs_path) as stream:
+            return bytes(stream.readall()).decode("utf-8", errors="replace")
+
+    def write_text(self, text: str) -> None:
+        """Write a small file here (atomically on a folder), creating its parent folder."""
+        if not self.is_remote:
+            local = Path(self.path)
+            local.parent.mkdir(parents=True, exist_ok=True)
+            partial = local.with_name(f".{local.name}.partial")
+            partial.write_text(text, encoding="utf-8")
+            os.replace(partial, local)
+            return
+        fs, fs_path = self._fs()
+        fs.create_dir(fs_path.rsplit("/", 1)[0], recursive=True)
+        with fs.open_output_stream(fs_path) as stream:
+            stream.write(text.encode("utf-8"))
+
+    def remove(self) -> None:
+        """Delete the folder stored here, if any."""
+        if not self.is_remote:
+            if os.path.isdir(self.path):
+                shutil.rmtree(self.path)
+            return
+        import pyarrow.fs
+
+        fs, fs_path = self._fs()
+        if fs.get_file_info(fs_path).type != pyarrow.fs.FileType.NotFound:
+            fs.delete_dir(fs_path)
+
+    def tune_filesystem(self) -> pyarrow.fs.FileSystem | None:
+        """What Ray Tune's ``storage_filesystem`` arguments take for this location."""
+        return self.filesystem
+
+    def output_dir(self, user_name: str, full_name: str) -> str:
+        """A local folder for the table and figure: this one, or a cache for remote storage.
+
+        Example:
+            >>> Storage("/r/u/exp").output_dir("u", "exp")
+            '/r/u/exp'
+        """
+        if not self.is_remote:
+            return self.path
+        return str(Path.home() / ".cache" / "radas" / user_name / full_name)
