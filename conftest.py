@@ -1,4 +1,4 @@
-"""Setup for the docstring examples of radas_flows, which pytest runs with --doctest-modules."""
+"""Setup for every test run: loopback-only Ray, and the docstring examples' environment."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from pathlib import Path
 
 import pytest
 from _pytest.doctest import DoctestItem
+
+# Loaded before any test module: every Ray the tests start (the local Ray of local runs, a
+# job's driver) binds 127.0.0.1 only. Unset, a local Ray listens on all interfaces; Ray reads
+# the variable when `ray` is first imported.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(autouse=True)
