@@ -273,6 +273,7 @@ def _try_acquire(
             if not reason:
                 return None, blocker
         if not _take_over(name, blocker, reason, experiment):
+            blocker = None  # gone: another run is taking over from it, and will run
             time.sleep(0.2)
     return None, blocker
 
