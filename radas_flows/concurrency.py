@@ -20,6 +20,7 @@ from radas_flows.lock_holder import (
     delete_record,
     describe,
     gone_reason,
+    mark_crashed,
     read_record,
     this_holder,
     write_record,
@@ -218,9 +219,10 @@ def _take_over(name: str, stale: dict[str, Any] | None, reason: str, experiment:
                 delete_record(name, stale.get("token"))
             _free_slot(client, name, (stale or {}).get("lease_id"), _age(limit.updated))
             who = describe(stale) if stale else "a run that recorded no holder"
+            crashed = stale is not None and mark_crashed(stale, reason)
             run_logger(__name__).warning(
                 f"Released the lock of experiment {experiment!r} ({name!r}) held by {who}: "
-                f"{reason}."
+                f"{reason}{'; its flow run is now marked Crashed' if crashed else ''}."
             )
             return True
         finally:

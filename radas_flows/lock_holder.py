@@ -189,3 +189,28 @@ def delete_record(name: str, token: str | None = None) -> None:
             return
     with get_client(sync_client=True) as client, suppress(ObjectNotFound):
         client.delete_variable_by_name(name)
+
+
+def mark_crashed(record: Mapping[str, Any], reason: str) -> bool:
+    """Mark the dead holder's flow run Crashed when its death is proven; whether it was.
+
+    A flow run whose process was killed together with its ephemeral Prefect server (or
+    without a worker watching it) stays Running in the database; once its process is proven
+    gone on this machine, say so in the UI too. Nothing is changed on mere silence.
+    """
+    run_id = record.get("flow_run_id")
+    if not run_id or local_death(record) is None:
+        return False
+    from prefect.client.orchestration import get_client
+    from prefect.states import Crashed
+
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(str(run_id)))
+            if run.state is not None and run.state.is_final():
+                return False
+            message = f"Found gone by the next run of its experiment: {reason}."
+            client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+        return True
+    except Exception:
+        return False

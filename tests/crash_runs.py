@@ -36,8 +36,11 @@ DRIVER = textwrap.dedent(f"""
     with get_client(sync_client=True) as client:
         limits = [limit.name for limit in client.read_global_concurrency_limits(limit=200)]
         variables = [v.name for v in client.read_variables()]
+        runs = client.read_flow_runs()
+    states = sorted(r.state.type.value for r in runs if r.name == {EXPERIMENT!r} and r.state)
     print("LIMITS", json.dumps(limits), flush=True)
     print("VARIABLES", json.dumps(variables), flush=True)
+    print("STATES", json.dumps(states), flush=True)
 """)
 
 

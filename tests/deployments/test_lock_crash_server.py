@@ -26,17 +26,19 @@ def test_restore_after_the_flow_process_is_killed_on_a_real_server(
     prefect_server: Server, tmp_path: Path
 ) -> None:
     marks = tmp_path / "marks"
-    # The server lives on; the flow run stays Running there and its lease lives for 60 s.
+    # The server lives on; with no worker watching, the flow run stays Running there.
     finished = kill_after_some_trials(tmp_path, marks, prefect_server.api)
     runs = prefect_server.post("/flow_runs/filter", {"flow_runs": {"name": {"any_": ["killme"]}}})
-    assert [r["state"]["type"] for r in runs] == ["RUNNING"]  # what the UI shows for it
+    assert [r["state"]["type"] for r in runs] == ["RUNNING"]  # until the next run finds it gone
     output = finish(
         start(tmp_path, "restore", marks, 3.0, "restore.log", prefect_server.api),
         tmp_path,
         "restore.log",
     )
     assert "ExperimentBusyError" not in output
-    assert re.search(r"Released the lock of experiment 'killme' .* has exited", output), output
+    released = r"Released the lock of experiment 'killme' .* has exited; its flow run is now marked"
+    assert re.search(released, output), output
+    assert printed(output, "STATES") == ["COMPLETED", "CRASHED"]  # the killed run says so
     assert printed(output, "CONFIGS") == list(range(TRIALS))
     assert done(marks) == set(range(TRIALS))
     ran = starts(marks)
