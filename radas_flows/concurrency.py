@@ -145,9 +145,9 @@ def _holder_text(record: dict[str, Any] | None) -> list[str]:
     if record is None:
         return []
     run_id = record.get("flow_run_id")
-    where = f"process {record.get('pid')} on {record.get('host')}"
     if not run_id:
         return []
+    where = f"process {record.get('pid')} on {record.get('host')}"
     name = None
     with suppress(Exception):
         from prefect.client.orchestration import get_client

@@ -16,11 +16,19 @@ from uuid import UUID
 HOLDER_STALE_S = 60.0
 
 
-def _boot_id() -> str | None:
-    """This machine's boot id (Linux), so a reboot is told apart from a live process."""
+def _machine() -> dict[str, str | None]:
+    """Where this process lives: host name, boot id and pid namespace (Linux; else None).
+
+    Process ids are only comparable within one boot of one kernel and one pid namespace, so
+    a holder is checked by pid only when all three match (two containers may share a name).
+    """
+    boot = None
     with suppress(OSError), open("/proc/sys/kernel/random/boot_id") as f:
-        return f.read().strip() or None
-    return None
+        boot = f.read().strip() or None
+    namespace = None
+    with suppress(OSError):
+        namespace = os.readlink("/proc/self/ns/pid")
+    return {"host": socket.gethostname(), "boot_id": boot, "pid_ns": namespace}
 
 
 def process_start(pid: int) -> float | None:
@@ -55,7 +63,7 @@ def process_start(pid: int) -> float | None:
 
 
 def this_holder(flow_run_id: UUID | None) -> dict[str, Any]:
-    """The record a new holder writes: a token, its flow run, host, boot, pid and start time.
+    """The record a new holder writes: a token, its flow run, machine, pid and start time.
 
     Example:
         >>> record = this_holder(None)
@@ -66,8 +74,7 @@ def this_holder(flow_run_id: UUID | None) -> dict[str, Any]:
     return {
         "token": uuid.uuid4().hex,
         "flow_run_id": str(flow_run_id) if flow_run_id else None,
-        "host": socket.gethostname(),
-        "boot_id": _boot_id(),
+        **_machine(),
         "pid": pid,
         "process_start": process_start(pid),
         "lease_id": None,
@@ -98,11 +105,9 @@ def local_death(record: Mapping[str, Any]) -> str | None:
         >>> local_death({**this_holder(None), "process_start": 1.0}).endswith("another program)")
         True
     """
-    if record.get("host") != socket.gethostname():
-        return None
-    boot = _boot_id()
-    if boot and record.get("boot_id") and record["boot_id"] != boot:
-        return f"the machine {record['host']} restarted since it took the lock"
+    here = _machine()
+    if any(record.get(key) != value for key, value in here.items()):
+        return None  # another machine, a reboot, or another pid namespace: no pid to check
     pid = record.get("pid")
     if not isinstance(pid, int):
         return None

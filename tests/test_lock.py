@@ -19,7 +19,13 @@ import pytest
 from ray import tune
 
 from radas_flows.concurrency import ExperimentBusyError, experiment_lock, experiment_lock_name
-from radas_flows.lock_holder import read_record, this_holder, write_record
+from radas_flows.lock_holder import (
+    local_death,
+    process_start,
+    read_record,
+    this_holder,
+    write_record,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -189,3 +195,34 @@ def test_twenty_experiments_in_a_row_leave_no_concurrency_limit(workdir: Path) -
             )
         )
     assert _limit_names() == before
+
+
+@pytest.mark.usefixtures("prefect_api")
+def test_a_slot_taken_just_now_with_no_holder_recorded_yet_blocks() -> None:
+    from prefect.concurrency._sync import acquire_concurrency_slots_with_lease
+
+    from radas_flows.concurrency import _ensure_limit
+
+    name = experiment_lock_name("u", "_p_starting", "starting")
+    _ensure_limit(name)  # a run between taking the slot and recording itself
+    acquire_concurrency_slots_with_lease([name], 1, max_retries=0, lease_duration=60)
+    busy = pytest.raises(ExperimentBusyError, match="Experiment 'starting' of user 'u' is already")
+    with busy, experiment_lock(**_lock("starting"), wait_s=0):
+        pass
+
+
+def test_a_reused_pid_is_not_taken_for_the_holder() -> None:
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        alive = {
+            **this_holder(None),
+            "pid": sleeper.pid,
+            "process_start": process_start(sleeper.pid),
+        }
+        assert local_death(alive) is None
+        reused = {**alive, "process_start": float(alive["process_start"]) - 3600}
+        assert "now runs another program" in str(local_death(reused))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert "has exited" in str(local_death(alive))
