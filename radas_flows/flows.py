@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from typing import Annotated, Any
 
 from prefect import flow, tags
@@ -17,7 +18,13 @@ from radas_flows.inputs.flow_params import (
 from radas_flows.inputs.plot_settings import PlotSettings
 from radas_flows.inputs.rules import RUN_WITH_PATTERN
 from radas_flows.inputs.space import ParamSpace
-from radas_flows.inputs.spec import ExperimentSpec, Phase, RunChoice, build_spec
+from radas_flows.inputs.spec import (
+    FOLLOW_RUN_CHOICES,
+    ExperimentSpec,
+    Phase,
+    RunChoice,
+    build_spec,
+)
 from radas_flows.inputs.tuner_settings import TunerSettings
 from radas_flows.pipeline import run_spec
 
@@ -82,6 +89,26 @@ def _record_figure(spec: ExperimentSpec, result: dict[str, Any]) -> None:
     )
 
 
+def _experiment_lock(spec: ExperimentSpec, flow_run_id: Any) -> Any:
+    """The experiment's lock for runs that write results; none for attach and stop_attach.
+
+    ``attach`` and ``stop_attach`` follow (and may stop) a cluster job that another flow
+    may still be following; they submit nothing, so they do not wait for that flow.
+    """
+    from radas_flows.concurrency import experiment_lock, lock_wait_seconds
+
+    if spec.run_choice in FOLLOW_RUN_CHOICES:
+        return nullcontext(None)
+    return experiment_lock(
+        user_name=spec.user_name,
+        full_name=spec.full_name,
+        experiment_name=spec.experiment_name,
+        tags=[f"user:{spec.user_name}", f"experiment:{spec.experiment_name}"],
+        flow_run_id=flow_run_id,
+        wait_s=lock_wait_seconds(),
+    )
+
+
 @flow(name="radas", flow_run_name="{experiment_name}", persist_result=False, log_prints=True)
 def radas(
     user_name: str,
@@ -114,7 +141,8 @@ def radas(
     Every parameter travels as JSON (deployments, the UI's run form, ``--param``); Python
     callers may pass the objects ``run_experiment`` takes instead (functions, Tune search
     spaces, ``TuneConfig``). Everything is validated before anything is submitted. Only one
-    run of an experiment (user + experiment name) runs at a time.
+    run of an experiment (user + experiment name) runs at a time; ``attach`` and
+    ``stop_attach`` may follow a cluster job another flow follows too.
 
     Args:
         user_name: Who runs it; results are stored per user (letters, digits, . _ -).
@@ -201,20 +229,8 @@ def radas(
         cwd=cwd,
     )
     spec = build_spec(**arguments, cwd=cwd)
-    from radas_flows.concurrency import experiment_lock, lock_wait_seconds
-
     flow_run_id = _label_flow_run(spec)
-    with (
-        experiment_lock(
-            user_name=spec.user_name,
-            full_name=spec.full_name,
-            experiment_name=spec.experiment_name,
-            tags=[f"user:{spec.user_name}", f"experiment:{spec.experiment_name}"],
-            flow_run_id=flow_run_id,
-            wait_s=lock_wait_seconds(),
-        ),
-        tags(*run_tags(spec)),
-    ):
+    with _experiment_lock(spec, flow_run_id), tags(*run_tags(spec)):
         result = run_spec(spec)
         _record_figure(spec, result)
     return result

@@ -10,7 +10,7 @@ from prefect import get_run_logger
 
 from radas_flows.analysis import AnalysisResult
 from radas_flows.core import experiment_path
-from radas_flows.inputs.spec import ExperimentSpec
+from radas_flows.inputs.spec import FOLLOW_RUN_CHOICES, ExperimentSpec
 from radas_flows.oom.rounds import max_oom_rounds
 from radas_flows.report import RunReport, run_outcome
 from radas_flows.run_choice import decide_mode, experiment_exists
@@ -39,7 +39,7 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
         path = experiment_path(spec.user_name, spec.full_name, check.results_root)
         report.results_path = path
         handle = None
-        if spec.run_choice in ("attach", "stop_attach") and "run" in spec.dos:
+        if spec.run_choice in FOLLOW_RUN_CHOICES and "run" in spec.dos:
             mode = None
             handle = experiment_attach(spec, check)  # None: nothing running, analyze what is stored
         else:

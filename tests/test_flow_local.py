@@ -132,7 +132,11 @@ def test_restore_after_the_driver_process_is_killed(workdir: Path) -> None:
             run_choice="run", dos=["run"]))
     """)
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "PREFECT_HOME": str(workdir / "prefect-home"),  # not the machine's ~/.prefect
+    }
     proc = subprocess.Popen(
         [sys.executable, "interrupted.py"],
         cwd=workdir,

@@ -92,3 +92,19 @@ class Counter(tune.Trainable):
 def env_reader(config: dict[str, Any]) -> dict[str, Any]:
     """Return the RADAS_TEST_MARKER environment variable seen by the trial."""
     return {"marker": os.environ.get("RADAS_TEST_MARKER", "")}
+
+
+def marked(config: dict[str, Any]) -> dict[str, Any]:
+    """Leave a ``start-<a>-...`` marker in config['marks'], sleep, then append to ``done-<a>``.
+
+    Each execution of a config leaves one start marker, so the markers count how often each
+    config ran; a done marker says it finished.
+    """
+    marks = config["marks"]
+    a = config["a"]
+    with open(os.path.join(marks, f"start-{a}-{os.getpid()}-{time.time_ns()}"), "w"):
+        pass
+    time.sleep(config.get("sleep", 1.0))
+    with open(os.path.join(marks, f"done-{a}"), "a") as f:
+        f.write(f"{time.time()}\n")
+    return {"score": a}

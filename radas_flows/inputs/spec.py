@@ -35,6 +35,8 @@ RunChoice = Literal["run", "restore", "attach", "stop_attach"]
 Phase = Literal["run", "analyze"]
 RUN_CHOICES: tuple[str, ...] = get_args(RunChoice)
 DOS: tuple[str, ...] = get_args(Phase)
+#: The run choices that follow a job already running (they start nothing, write no results).
+FOLLOW_RUN_CHOICES: tuple[str, ...] = ("attach", "stop_attach")
 TUNER_INIT_KWARGS: tuple[str, ...] = ("tune_config", "run_config")
 _EMAIL_RE = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
 

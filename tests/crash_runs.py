@@ -1,0 +1,155 @@
+"""Sweeps in subprocesses (own process group, private Prefect and results) to kill and rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENT = "killme"
+TRIALS = 10
+
+DRIVER = textwrap.dedent(f"""
+    import asyncio, json, sys
+    from ray import tune
+    from radas_flows import run_experiment
+    from tests.trainables_for_tests import marked
+
+    choice, sleep, marks = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+    result = asyncio.run(run_experiment(
+        user_name="acc_user", trainable=marked, experiment_name={EXPERIMENT!r},
+        param_space={{"a": tune.grid_search(list(range({TRIALS}))), "sleep": sleep,
+                      "marks": marks}},
+        run_choice=choice, dos=["run"]))
+    configs = sorted(r.config["a"] for r in result["tuner"].get_results())
+    print("CONFIGS", json.dumps(configs), flush=True)
+
+    from prefect.client.orchestration import get_client
+    with get_client(sync_client=True) as client:
+        limits = [limit.name for limit in client.read_global_concurrency_limits(limit=200)]
+        variables = [v.name for v in client.read_variables()]
+        runs = client.read_flow_runs()
+    states = sorted(r.state.type.value for r in runs if r.name == {EXPERIMENT!r} and r.state)
+    print("LIMITS", json.dumps(limits), flush=True)
+    print("VARIABLES", json.dumps(variables), flush=True)
+    print("STATES", json.dumps(states), flush=True)
+""")
+
+
+def _env(tmp_path: Path, api_url: str | None = None, **extra: str) -> dict[str, str]:
+    """A private ephemeral Prefect (its own PREFECT_HOME), or ``api_url``; a results root."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "RADAS_RESULTS_ROOT": str(tmp_path / "results"),
+        **extra,
+    }
+    env.pop("PREFECT_API_URL", None)  # the embedded default: an ephemeral Prefect API
+    if api_url:
+        env["PREFECT_API_URL"] = api_url
+    if "RADAS_EXPERIMENT_LOCK_WAIT_S" not in extra:
+        env.pop("RADAS_EXPERIMENT_LOCK_WAIT_S", None)  # fail at once unless told to wait
+    return env
+
+
+def start(
+    tmp_path: Path,
+    choice: str,
+    marks: Path,
+    sleep: float,
+    log: str,
+    api_url: str | None = None,
+    **extra: str,
+) -> subprocess.Popen[bytes]:
+    """Start the sweep (``driver.py`` in ``tmp_path``) with ``choice``; its output in ``log``."""
+    marks.mkdir(exist_ok=True)
+    (tmp_path / "driver.py").write_text(DRIVER)
+    with open(tmp_path / log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-u", "driver.py", choice, str(sleep), str(marks)],
+            cwd=tmp_path,
+            env=_env(tmp_path, api_url, **extra),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: Ray and the ephemeral server too
+        )
+
+
+def finish(proc: subprocess.Popen[bytes], tmp_path: Path, log: str, timeout: float = 420) -> str:
+    """Wait for a started sweep (kill its group if it overruns ``timeout``); its output."""
+    try:
+        proc.wait(timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return (tmp_path / log).read_text(errors="replace")
+
+
+def printed(output: str, key: str) -> list[object]:
+    """The JSON list the driver printed after ``key``."""
+    match = re.search(rf"^{key} (.*)$", output, re.MULTILINE)
+    assert match, f"no {key} line in the output:\n{output[-4000:]}"
+    return list(json.loads(match.group(1)))
+
+
+def starts(marks: Path) -> Counter[int]:
+    """How many times each config started (one marker per execution)."""
+    return Counter(int(p.name.split("-")[1]) for p in marks.glob("start-*"))
+
+
+def done(marks: Path) -> set[int]:
+    """The configs that finished at least once."""
+    return {int(p.name.split("-")[1]) for p in marks.glob("done-*")}
+
+
+def snapshotted(tmp_path: Path) -> set[int]:
+    """The configs Tune's latest saved experiment state records as finished (TERMINATED)."""
+    states = sorted((tmp_path / "results").glob("acc_user/*/experiment_state-*.json"))
+    if not states:
+        return set()
+    try:
+        trials = json.loads(states[-1].read_text())["trial_data"]
+    except (OSError, ValueError):
+        return set()  # being written
+    recorded = (json.loads(trial) for trial, _ in trials)
+    return {int(t["config"]["a"]) for t in recorded if t["status"] == "TERMINATED"}
+
+
+def kill_after_some_trials(tmp_path: Path, marks: Path, api_url: str | None = None) -> set[int]:
+    """Run the sweep; SIGKILL its process group once Tune has saved 2 finished trials.
+
+    Returns the configs Tune's saved state records as finished at the kill. Tune saves its
+    experiment state now and then (every 10 s or more, ``TUNE_GLOBAL_CHECKPOINT_S=auto``):
+    a trial that finished after the last save is not known to be finished and runs again.
+    """
+    first = start(tmp_path, "run", marks, 3.0, "first.log", api_url)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and first.poll() is None:
+            if len(snapshotted(tmp_path)) >= 2:
+                break
+            time.sleep(0.1)
+        assert first.poll() is None, "the sweep ended before it could be killed"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver, its Ray and its Prefect server
+        first.wait()
+    recorded = snapshotted(tmp_path)
+    assert len(recorded) >= 2, (tmp_path / "first.log").read_text()[-4000:]
+    assert len(done(marks)) < TRIALS
+    return recorded
+
+
+def assert_no_lock_left(output: str) -> None:
+    """The sweep's Prefect API holds no radas concurrency limit or holder record any more."""
+    assert not [n for n in printed(output, "LIMITS") if str(n).startswith("radas-")]
+    assert not [n for n in printed(output, "VARIABLES") if str(n).startswith("radas-")]
