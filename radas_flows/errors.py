@@ -15,5 +15,9 @@ class ExperimentStateError(RadasError):
     """The stored state of an experiment does not allow the requested action."""
 
 
+class ExperimentStoppedError(ExperimentStateError):
+    """The run was stopped from outside before it finished; what finished was analyzed."""
+
+
 class TrialsFailedError(RadasError):
     """Trials of an experiment ended in error; completed results were kept and analyzed."""

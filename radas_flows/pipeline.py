@@ -10,6 +10,7 @@ from prefect import get_run_logger
 
 from radas_flows.analysis import AnalysisResult
 from radas_flows.core import experiment_path
+from radas_flows.errors import ExperimentStoppedError
 from radas_flows.inputs.spec import FOLLOW_RUN_CHOICES, ExperimentSpec
 from radas_flows.oom.rounds import max_oom_rounds
 from radas_flows.report import RunReport, run_outcome
@@ -76,6 +77,8 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
         if escalation is not None and escalation.failure is not None:
             report.state = "partial"  # completed trials were kept and analyzed
             raise escalation.failure
+        if handle is not None and handle.stopped_elsewhere:
+            raise ExperimentStoppedError(handle.stopped_elsewhere)  # after analyzing what finished
     except BaseException as e:
         # The flow raises this same exception, its text cleaned of registered secrets.
         clean = scrub_exception(e)

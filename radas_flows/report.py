@@ -27,7 +27,12 @@ DEFAULT_NOTIFY_RETRIES = 2
 DEFAULT_NOTIFY_RETRY_DELAY_S = 10.0
 
 _STATE_WORDS: dict[str, str] = {"TERMINATED": "completed", "ERROR": "errored"}
-_STOP_ERRORS: tuple[str, ...] = ("KeyboardInterrupt", "TerminationSignal", "CancelledError")
+_STOP_ERRORS: tuple[str, ...] = (
+    "KeyboardInterrupt",
+    "TerminationSignal",
+    "CancelledError",
+    "ExperimentStoppedError",
+)
 
 log = logging.getLogger(__name__)
 

@@ -266,9 +266,14 @@ class TestFlowOnEachPlacement:
             stopped = placement.run(
                 trainable=trainable, experiment_name="stop", run_choice="stop_attach"
             )
-            # The call that followed the job says it was stopped before it finished.
+            # The call that followed the job analyzed what finished, then said it was stopped.
             assert first.wait(timeout=120) != 0
-            assert "was stopped before it finished" in first_log.read_text()
+            followed = first_log.read_text()
+            assert (
+                "ExperimentStoppedError" in followed
+                and "was stopped before it finished" in followed
+            )
+            assert "What finished was analyzed" in followed and "Results table:" in followed
         finally:
             gate.touch()  # a job the stop missed finishes
             with contextlib.suppress(subprocess.TimeoutExpired):

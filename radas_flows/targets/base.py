@@ -68,6 +68,7 @@ class RunHandle:
     started_at: float = field(default_factory=time.time)
     attached: bool = False  # started by someone else: never stopped when following ends early
     stop_requested: bool = False  # stopped on purpose by stop_attach: a STOPPED end is expected
+    stopped_elsewhere: str | None = None  # set by follow(): who else may have stopped it, and how
 
 
 def progress_percent(update: dict[str, Any]) -> float | None:

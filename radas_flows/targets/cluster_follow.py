@@ -120,12 +120,13 @@ def follow_job(
             "after fixing the cause, continue with run_choice='restore'."
         )
     if status_value == "STOPPED" and not handle.stop_requested:
-        raise ExperimentStateError(
-            f"Job {job_id} on cluster {name!r} was stopped before it finished (by `radas stop`, "
-            f"stop_job_by_id or the Ray dashboard). What finished is stored in "
-            f"{handle.experiment_path}: continue with run_choice='restore', or look at it with "
-            "dos=['analyze']."
+        handle.stopped_elsewhere = (
+            f"Job {job_id} on cluster {name!r} was stopped before it finished (by a "
+            "run_choice='stop_attach' run of the same experiment, `radas stop`, stop_job_by_id "
+            f"or the Ray dashboard). What finished was analyzed and is stored in "
+            f"{handle.experiment_path}: continue with run_choice='restore'."
         )
+        logger.warning("%s", handle.stopped_elsewhere)
     if status_value == "SUCCEEDED":
         progress.done()
     try:
