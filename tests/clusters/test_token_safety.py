@@ -180,8 +180,8 @@ FAR = "http://192.0.2.10:8265"  # TEST-NET-1: documentation only, never routed
 @pytest.fixture
 def proxy(recorder: Server, monkeypatch: pytest.MonkeyPatch) -> Server:
     """Route every plain-http request through `recorder`, so the far address is never contacted."""
-    for var in ("NO_PROXY", "no_proxy"):
-        monkeypatch.delenv(var, raising=False)
+    for var in ("NO_PROXY", "no_proxy"):  # this machine (the Prefect test API) directly
+        monkeypatch.setenv(var, "127.0.0.1,localhost")
     for var in ("HTTP_PROXY", "http_proxy"):
         monkeypatch.setenv(var, recorder.url)
     return recorder
