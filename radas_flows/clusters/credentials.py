@@ -75,7 +75,7 @@ def plain_http_warning(cluster: ClusterConfig) -> str | None:
     if parts.scheme != "http" or is_loopback_host(parts.hostname or ""):
         return None
     return (
-        f"Cluster {cluster.name!r}: its Ray auth token goes over plain http:// to "
+        f"Cluster {cluster.name!r}: radas sends its Ray auth token over plain http:// to "
         f"{parts.hostname}, which is not this machine, so anyone on the network path (and any "
         f"HTTP proxy set in the environment) can read it. Serve the dashboard over https:// "
         f"and write that address in the [{cluster.name}] table of {cluster.source}, or reach "

@@ -60,7 +60,8 @@ def registry_path() -> Path | None:
 
     The first that applies wins: the file named by ``RADAS_CLUSTERS_FILE`` (which must
     exist when the variable is set), ``./radas_clusters.toml`` in the current working
-    directory, then ``~/.config/radas/clusters.toml``.
+    directory (whose entries may not read the user's tokens: see the module's docstring),
+    then ``~/.config/radas/clusters.toml``.
 
     Returns:
         The registry's path, or ``None`` when there is none.
