@@ -7,6 +7,7 @@ from radas_flows.clusters.availability import (
     get_cluster_availability,
     probe_clusters,
 )
+from radas_flows.clusters.credentials import ClusterRedirectError
 from radas_flows.clusters.registry import (
     ClusterAuthError,
     ClusterConfig,
@@ -19,6 +20,7 @@ from radas_flows.clusters.registry import (
 __all__ = [
     "ClusterAuthError",
     "ClusterConfig",
+    "ClusterRedirectError",
     "ClusterStatus",
     "RegistryError",
     "availability_rows",

@@ -8,11 +8,11 @@ import re
 import threading
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from radas_flows.clusters.credentials import ClusterRedirectError, auth_headers, get
 from radas_flows.clusters.registry import (
     ClusterAuthError,
     ClusterConfig,
@@ -133,15 +133,6 @@ def parse_cluster_status(payload: Any) -> dict[str, float] | None:
     }
 
 
-def _get(url: str, headers: dict[str, str], timeout: float) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, urllib.error.URLError):
         exc = exc.reason if isinstance(exc.reason, BaseException) else exc
@@ -161,6 +152,15 @@ class _Probe:
     resources: dict[str, float] | None = None
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
+    headers: dict[str, str] = field(default_factory=dict)
+    auth_error: str | None = None
+
+    def prepare(self) -> None:
+        """Read the token in the caller's thread, where a plain-http warning reaches the run log."""
+        try:
+            self.headers = auth_headers(self.cluster)
+        except ClusterAuthError as e:
+            self.auth_error = str(e)
 
     def run(self, timeout: float) -> None:
         try:
@@ -173,24 +173,28 @@ class _Probe:
     def _run(self, timeout: float) -> None:
         base = self.cluster.address
         try:
-            code, _ = _get(base + _HEALTH_PATH, {}, timeout)
+            code, _ = get(self.cluster, base + _HEALTH_PATH, {}, timeout)
+            if code == 404:  # a dashboard without the public health check: any answer will do
+                code, _ = get(self.cluster, base + "/api/version", {}, timeout)
+                code = 200 if code in (200, 401, 403) else code
+        except ClusterRedirectError as e:
+            self.error = str(e)
+            return
         except (OSError, ValueError) as e:
             self.error = f"{_reason(e)} at {base}"
             return
-        if code == 404:  # a dashboard without the public health check: any answer will do
-            code, _ = _get(base + "/api/version", {}, timeout)
-            code = 200 if code in (200, 401, 403) else code
         if code != 200:
             self.error = f"health check at {base} answered HTTP {code}"
             return
         self.online = True
-        try:
-            token = self.cluster.read_token()
-        except ClusterAuthError as e:
-            self.error = str(e)
+        if self.auth_error is not None:
+            self.error = self.auth_error
             return
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        code, body = _get(base + _STATUS_PATH, headers, timeout)
+        try:
+            code, body = get(self.cluster, base + _STATUS_PATH, self.headers, timeout)
+        except ClusterRedirectError as e:
+            self.error = f"online, but {e}"
+            return
         if code in (401, 403):
             self.error = (
                 f"online, but it {'needs' if code == 401 else 'rejected'} the auth token "
@@ -233,7 +237,9 @@ def probe_clusters(
     """Probe clusters of the registry concurrently.
 
     Each cluster's dashboard is asked for its health (no token needed), then, with the
-    cluster's token, for its resource usage. All clusters are probed at once in
+    cluster's token, for its resource usage. No redirect is followed (a cluster that answers
+    with one is reported with the redirect's ``Location``; see
+    :mod:`radas_flows.clusters.credentials`). All clusters are probed at once in
     threads; the call returns after at most about ``timeout`` seconds plus a little,
     reporting a cluster that has not answered by then as offline.
 
@@ -258,6 +264,7 @@ def probe_clusters(
         clusters = [get_cluster(name) for name in names]
     probes = [_Probe(cluster) for cluster in clusters]
     for probe in probes:
+        probe.prepare()
         threading.Thread(
             target=probe.run, args=(timeout,), name=f"probe-{probe.cluster.name}", daemon=True
         ).start()

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from radas_flows.clusters.credentials import auth_headers, redirect_error
 from radas_flows.clusters.registry import ClusterAuthError, ClusterConfig
 from radas_flows.errors import RadasError
 from radas_flows.inputs.runtime_env import RuntimeEnvError, check_runtime_env
@@ -63,27 +64,37 @@ class ClusterConnectionError(RadasError, ConnectionError):
 
 
 @functools.cache
-def _client_class() -> type[JobSubmissionClient]:
+def _client_class() -> Callable[..., JobSubmissionClient]:
     """Build the JobSubmissionClient subclass used for registry clusters (imports Ray)."""
     import ray
     from ray.dashboard.modules.dashboard_sdk import SubmissionClient
     from ray.job_submission import JobSubmissionClient
 
     class RegistryJobClient(JobSubmissionClient):
-        """A JobSubmissionClient bound to one address, with a timeout on every request.
+        """A JobSubmissionClient bound to one cluster, with a timeout on every request.
 
         ``JobSubmissionClient`` lets ``RAY_ADDRESS`` / ``RAY_API_SERVER_ADDRESS`` override
-        the address it is given and sends requests without a timeout; a client for a
-        registry cluster must talk to that cluster and fail fast when it is down.
+        the address it is given, sends requests without a timeout, follows redirects (with
+        the request's body, for 307 and 308) and, when this process has Ray token
+        authentication enabled (``RAY_AUTH_MODE=token``), adds this process's own Ray token
+        to a cluster the registry names no token for. A client for a registry cluster talks
+        to that cluster only, with that cluster's token only, and fails fast when it is down.
         """
 
         def __init__(
-            self, address: str, *, headers: dict[str, str], timeout: float, read_timeout: float
+            self,
+            cluster: ClusterConfig,
+            *,
+            headers: dict[str, str],
+            timeout: float,
+            read_timeout: float,
         ) -> None:
             self._client_ray_version = ray.__version__
+            self._cluster = cluster
             # The first request (version and token check) must answer quickly.
             self._request_timeout = (timeout, timeout)
-            SubmissionClient.__init__(self, address=address, headers=headers)
+            SubmissionClient.__init__(self, address=cluster.address, headers=dict(headers))
+            self._headers = dict(headers)  # nothing Ray adds: only this cluster's token
             self._check_connection_and_version(
                 min_version="2.0",
                 version_error_message=(
@@ -94,7 +105,16 @@ def _client_class() -> type[JobSubmissionClient]:
 
         def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
             kwargs.setdefault("timeout", self._request_timeout)
-            return super()._do_request(method, endpoint, **kwargs)
+            kwargs["allow_redirects"] = False
+            response = super()._do_request(method, endpoint, **kwargs)
+            if response.is_redirect:
+                raise redirect_error(
+                    self._cluster,
+                    self._address + endpoint,
+                    response.status_code,
+                    response.headers.get("Location"),
+                )
+            return response
 
     return RegistryJobClient
 
@@ -115,8 +135,10 @@ def job_client(
     The token (from the cluster's ``token_file`` or ``token_env``) is sent as an
     ``Authorization: Bearer <token>`` header, which Ray 2.60's dashboard checks; no
     ``RAY_AUTH_MODE`` or other process-wide setting is needed or changed. The client
-    always talks to ``cluster.address`` (``RAY_ADDRESS`` does not redirect it) and every
-    request has a timeout. The connection and the token are checked before returning.
+    always talks to ``cluster.address`` (``RAY_ADDRESS`` does not redirect it), follows no
+    HTTP redirect (:class:`~radas_flows.clusters.credentials.ClusterRedirectError`), sends
+    no token but this cluster's, and every request has a timeout. The connection and the
+    token are checked before returning.
 
     Args:
         cluster: The cluster, from :func:`~radas_flows.clusters.registry.get_cluster`.
@@ -129,6 +151,7 @@ def job_client(
     Raises:
         ClusterAuthError: The token cannot be read, or the cluster rejects it or needs one.
         ClusterConnectionError: The cluster does not answer within ``timeout``.
+        ClusterRedirectError: The cluster answered with a redirect.
 
     Example:
         >>> from radas_flows.clusters.registry import get_cluster
@@ -136,13 +159,11 @@ def job_client(
         >>> client.get_job_status("radas-me-1a2b3c4d-20260101T000000-beef")  # doctest: +SKIP
         <JobStatus.RUNNING: 'RUNNING'>
     """
-    token = cluster.read_token()
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    headers = auth_headers(cluster)
+    token = headers.get("Authorization")
     where = f"the [{cluster.name}] table of {cluster.source}"
     try:
-        return _client_class()(
-            cluster.address, headers=headers, timeout=timeout, read_timeout=read_timeout
-        )
+        return _client_class()(cluster, headers=headers, timeout=timeout, read_timeout=read_timeout)
     except Exception as e:
         if type(e).__name__ == "AuthenticationError":
             if token is None:

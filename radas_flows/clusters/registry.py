@@ -1,16 +1,24 @@
-"""The cluster registry: a TOML file naming each Ray cluster, its Jobs API address and resources."""
+"""The cluster registry: a TOML file naming each Ray cluster, its Jobs API address and resources.
+
+A registry found in the working directory (``./radas_clusters.toml``, for example one that came
+with a cloned repository) chooses addresses, so it may not pair them with the user's tokens: its
+entries read a ``token_file`` only inside that directory, and no ``token_env``, unless the user's
+own registry (``~/.config/radas/clusters.toml``) pairs the same token with the same address, or
+``RADAS_CLUSTERS_FILE`` names the file. Otherwise the entry carries the reason in
+``token_refused`` and :meth:`ClusterConfig.read_token` raises it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from radas_flows.errors import RadasError, RadasValueError
+from radas_flows.clusters.config import ClusterAuthError, ClusterConfig, RegistryError
 from radas_flows.inputs.rules import is_cluster_name
 
 __all__ = [
@@ -47,102 +55,13 @@ results_root = "/mnt/data/nfs/ray-results"   # optional; shared folder or s3://b
 _RESERVED_NAMES = frozenset({"local"})
 
 
-class RegistryError(RadasValueError):
-    """The cluster registry is missing, malformed, or does not name the requested cluster."""
-
-
-class ClusterAuthError(RadasError, RuntimeError):
-    """A cluster's token cannot be read, or the cluster rejected it."""
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    """One cluster of the registry.
-
-    Attributes:
-        name: The cluster's name, as used in ``run_with="cluster:<name>"``.
-        address: The Ray dashboard / Jobs API address, ``http(s)://host:port``.
-        cpu_per_node: CPUs of one node; the upper bound for ``cpu_per_trial``.
-        gpu_per_node: GPUs of one node.
-        gpu_per_cpu: GPUs a trial gets per CPU it asks for.
-        hint: A one-line suggestion of when to use this cluster.
-        token_file: File holding the cluster's Ray auth token (``~`` expanded), if any.
-        token_env: Environment variable holding the cluster's Ray auth token, if any.
-        results_root: Where Tune results are stored: a shared folder or ``s3://bucket/prefix``.
-        source: The registry file this entry was read from.
-
-    Example:
-        >>> from radas_flows.clusters.registry import get_cluster
-        >>> cluster = get_cluster("atol-gpu-5090")  # doctest: +SKIP
-        >>> cluster.cpu_per_node * cluster.gpu_per_cpu  # doctest: +SKIP
-        8.0
-    """
-
-    name: str
-    address: str
-    cpu_per_node: int
-    gpu_per_node: int
-    gpu_per_cpu: float
-    hint: str
-    token_file: str | None
-    token_env: str | None
-    results_root: str | None
-    source: Path
-
-    def read_token(self) -> str | None:
-        """Read the cluster's Ray auth token from its ``token_file`` or ``token_env``.
-
-        Returns:
-            The token, or ``None`` when the registry names no token for this cluster.
-
-        Raises:
-            ClusterAuthError: The token file is missing, unreadable or empty, or the
-                environment variable is unset or empty. The message names the file or
-                variable, never the token.
-
-        Example:
-            >>> token = get_cluster("atol-gpu-5090").read_token()  # doctest: +SKIP
-        """
-        if self.token_file is not None:
-            path = Path(self.token_file)
-            try:
-                token = path.read_text(encoding="utf-8").strip()
-            except FileNotFoundError as e:
-                raise ClusterAuthError(
-                    f"Cluster {self.name!r}: token_file {str(path)!r} does not exist. Put the "
-                    f"cluster's Ray auth token in that file, or change token_file in the "
-                    f"[{self.name}] table of {self.source}."
-                ) from e
-            except OSError as e:
-                raise ClusterAuthError(
-                    f"Cluster {self.name!r}: cannot read token_file {str(path)!r} "
-                    f"({type(e).__name__}: {e.strerror or e}). Make it readable, or change "
-                    f"token_file in the [{self.name}] table of {self.source}."
-                ) from e
-            if not token:
-                raise ClusterAuthError(
-                    f"Cluster {self.name!r}: token_file {str(path)!r} is empty. Put the "
-                    f"cluster's Ray auth token in it."
-                )
-            return token
-        if self.token_env is not None:
-            token = os.environ.get(self.token_env, "").strip()
-            if not token:
-                raise ClusterAuthError(
-                    f"Cluster {self.name!r}: the environment variable {self.token_env} "
-                    f"(token_env in the [{self.name}] table of {self.source}) is unset or "
-                    f"empty. Export the cluster's Ray auth token in it."
-                )
-            return token
-        return None
-
-
 def registry_path() -> Path | None:
     """Find the registry file.
 
     The first that applies wins: the file named by ``RADAS_CLUSTERS_FILE`` (which must
     exist when the variable is set), ``./radas_clusters.toml`` in the current working
-    directory, then ``~/.config/radas/clusters.toml``.
+    directory (whose entries may not read the user's tokens: see the module's docstring),
+    then ``~/.config/radas/clusters.toml``.
 
     Returns:
         The registry's path, or ``None`` when there is none.
@@ -362,7 +281,92 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Clust
         raise RegistryError(
             f"Cluster registry {source} has {len(problems)} problem(s):\n- " + "\n- ".join(problems)
         )
+    if clusters and _found_in_working_directory(source):
+        clusters = _refuse_foreign_tokens(clusters, source)
     return clusters
+
+
+def _found_in_working_directory(source: Path) -> bool:
+    """Whether ``source`` is ``./radas_clusters.toml`` that neither the user's registry is, nor
+    ``RADAS_CLUSTERS_FILE`` names."""
+    try:
+        resolved = source.resolve()
+        if resolved != (Path.cwd() / PROJECT_FILE).resolve():
+            return False
+        chosen = [USER_FILE.expanduser()]
+        env_value = os.environ.get(ENV_VAR, "").strip()
+        if env_value:
+            chosen.append(Path(env_value).expanduser())
+        return all(path.resolve() != resolved for path in chosen)
+    except OSError:  # no working directory any more: nothing was found there
+        return False
+
+
+def _origin(address: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(address)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+
+
+def _token_key(cluster: ClusterConfig) -> tuple[str, str]:
+    if cluster.token_file is not None:
+        return "file", str(Path(cluster.token_file).resolve())
+    return "env", str(cluster.token_env)
+
+
+def _refuse_foreign_tokens(
+    clusters: dict[str, ClusterConfig], source: Path
+) -> dict[str, ClusterConfig]:
+    """Mark the entries of a working-directory registry that may not read their token."""
+    directory = source.resolve().parent
+    paired: dict[tuple[str, str], list[str]] = {}  # token -> addresses the user gave it
+    user = USER_FILE.expanduser()
+    if user.is_file():
+        try:
+            for own in load_registry(user).values():
+                if own.token_file is not None or own.token_env is not None:
+                    paired.setdefault(_token_key(own), []).append(own.address)
+        except RegistryError:
+            pass  # a broken user registry allows nothing; using it reports its problems
+    checked: dict[str, ClusterConfig] = {}
+    for name, cluster in clusters.items():
+        checked[name] = cluster
+        if cluster.token_file is None and cluster.token_env is None:
+            continue
+        kind, token = _token_key(cluster)
+        if kind == "file" and Path(token).is_relative_to(directory):
+            continue
+        addresses = paired.get((kind, token), [])
+        if any(_origin(a) == _origin(cluster.address) for a in addresses):
+            continue
+        checked[name] = dataclasses.replace(
+            cluster, token_refused=_refusal(cluster, directory, addresses)
+        )
+    return checked
+
+
+def _refusal(cluster: ClusterConfig, directory: Path, addresses: list[str]) -> str:
+    if cluster.token_file is not None:
+        what = f"token_file {cluster.token_file!r}, which lies outside {str(directory)!r}"
+        line = f'token_file = "{cluster.token_file}"'
+        inside = f", or keep the token in a file inside {str(directory)!r}"
+    else:
+        what = f"token_env {cluster.token_env}, an environment variable of yours"
+        line, inside = f'token_env = "{cluster.token_env}"', ""
+    elsewhere = (
+        f" Your registry {USER_FILE} pairs this token with {', '.join(addresses)}, not with "
+        f"{cluster.address}."
+        if addresses
+        else ""
+    )
+    return (
+        f"Cluster {cluster.name!r}: {cluster.source} was found in the working directory and "
+        f"names {what}. A registry that comes with a project (such as a cloned repository) may "
+        f"not send your token to an address it chooses ({cluster.address}), so the token was "
+        f"not read.{elsewhere} To allow it, add this cluster with the same address and token to "
+        f'your own registry {USER_FILE} ([{cluster.name}] address = "{cluster.address}", '
+        f"{line}, ...), or set {ENV_VAR}={cluster.source} to use this file as your "
+        f"registry{inside}."
+    )
 
 
 def get_cluster(name: str, *, path: str | os.PathLike[str] | None = None) -> ClusterConfig:
