@@ -89,7 +89,7 @@ def test_redact_copies_nested_containers_and_keeps_leaves() -> None:
         "obj": marker,
         "wandb": {"enable": True, "api_key": REDACTED, "init_kwargs": {"project": "p"}},
         "stores": [{"name": "s3", "secret_access_key": REDACTED}, ("x", {"token": REDACTED})],
-        "credentials": REDACTED,
+        "credentials": {"user": REDACTED, "password": REDACTED},  # strings below a secret key
         "password": None,
         "token": "",
     }
