@@ -17,6 +17,7 @@ __all__ = [
     "SecretFilter",
     "install_secret_filter",
     "protect_logs",
+    "redact_process_output",
     "redact_registered",
     "redact_text",
     "register_secret",
@@ -352,3 +353,13 @@ class RedactingStream:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+
+def redact_process_output() -> None:
+    """Put a :class:`RedactingStream` on ``sys.stdout`` and ``sys.stderr`` (once)."""
+    import sys
+
+    if not isinstance(sys.stdout, RedactingStream):
+        sys.stdout = RedactingStream(sys.stdout)
+    if not isinstance(sys.stderr, RedactingStream):
+        sys.stderr = RedactingStream(sys.stderr)

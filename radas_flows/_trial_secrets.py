@@ -8,7 +8,12 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from radas_flows._redaction import redact_text, scrubbed
+from radas_flows._redaction import (
+    redact_process_output,
+    redact_text,
+    register_secret,
+    scrubbed,
+)
 
 __all__ = ["redact_metrics", "restore_secrets", "secret_strings", "with_secrets"]
 
@@ -149,6 +154,16 @@ def _redact_session_reports(values: list[str]) -> None:
     session._radas_redacts = values  # type: ignore[attr-defined]
 
 
+def _in_ray_worker() -> bool:
+    """True in a Ray worker process (a trial's), not in a driver or a plain caller."""
+    try:
+        import ray
+
+        return bool(ray.is_initialized() and ray.get_runtime_context().worker.mode == 1)
+    except Exception:
+        return False
+
+
 def with_secrets(
     trainable: Any, secrets: Mapping[str, Any], environ: Mapping[str, Any] | None = None
 ) -> Any:
@@ -156,9 +171,10 @@ def with_secrets(
 
     Tune stores, logs and shows the redacted config; the wrapper puts the secrets back
     (:func:`restore_secrets`) and sets the secret environment variables in the trial's process
-    just before the trainable runs. It scrubs the secrets from any exception the trainable
-    raises (which Tune would otherwise write to the trial's ``error.txt`` and report
-    everywhere) and from every string metric it reports or returns.
+    just before the trainable runs. What the trial process prints through ``sys.stdout`` and
+    ``sys.stderr`` is scrubbed of the secrets from then on, and so is any exception the
+    trainable raises (which Tune would otherwise write to the trial's ``error.txt`` and report
+    everywhere) and every string metric it reports or returns.
 
     Args:
         trainable: A function of ``config`` or a ``ray.tune.Trainable`` subclass.
@@ -181,6 +197,10 @@ def with_secrets(
     values = secret_strings({**secrets, **environ})
 
     def enter(config: Mapping[str, Any]) -> dict[str, Any]:
+        for value in values:  # what the trial prints goes to its log without them
+            register_secret(value)
+        if _in_ray_worker():
+            redact_process_output()
         os.environ.update(environ)
         _redact_session_reports(values)
         return restore_secrets(config, secrets)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import sys
 import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -142,11 +141,9 @@ class TrialSecrets:
         resolved = TrialSecrets(config=config, environ=environ)
         for value in resolved.values():
             register_secret(value)
-        from radas_flows._redaction import RedactingStream
+        from radas_flows._redaction import redact_process_output
 
-        if not isinstance(sys.stdout, RedactingStream):
-            sys.stdout = RedactingStream(sys.stdout)
-            sys.stderr = RedactingStream(sys.stderr)
+        redact_process_output()
         protect_logs()
         return resolved
 
