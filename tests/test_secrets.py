@@ -432,3 +432,19 @@ def test_secret_env_vars_of_a_local_run_reach_only_the_trial() -> None:
     finally:
         os.environ.pop("HF_TOKEN", None)
     assert out == {"seen": True, "echo": REDACTED}
+
+
+def test_results_tables_redact_values_equal_to_a_registered_secret() -> None:
+    import pandas as pd
+
+    from radas_flows.analysis import redact_frame
+
+    register_secret("smtp-pass-equal-71")
+    df = pd.DataFrame(
+        {"echo": ["smtp-pass-equal-71", "ok"], "n": [1, 2], "note": ["pw=smtp-pass-equal-71", None]}
+    )
+    out = redact_frame(df)
+    assert out["echo"].tolist() == [REDACTED, "ok"]
+    assert out["note"].tolist() == ["pw=***", None]
+    assert out["n"].tolist() == [1, 2]
+    assert df["echo"][0] == "smtp-pass-equal-71"  # a copy
