@@ -88,6 +88,8 @@ def check_env_reference(where: str, name: str) -> None:
 
 
 def _label(where: str) -> str:
+    if where == "tuner_init_kwargs":
+        return where
     if where.startswith("runtime_env/env_vars/"):
         return f"runtime_env['env_vars'][{where.rsplit('/', 1)[1]!r}]"
     return f"param_space[{where!r}]"

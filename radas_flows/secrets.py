@@ -191,8 +191,8 @@ def walk_secrets(
     reference (:data:`REFERENCE_KEYS`) below such a key. :class:`NotSecret` values (and
     ``{"not_secret": v}``) are unwrapped and never secrets; numbers and booleans never are.
     A secret inside a search space (``grid_search`` values, ``tune.choice`` categories) is
-    reported to ``on_search(space path, secret path)``; without it, such values are left as
-    they are.
+    first reported to ``on_search(space path, secret path)``, which may raise; the categories
+    of a ``tune.choice`` object are inspected, never copied.
     """
 
     def walk(node: Any, path: tuple[str, ...], secret: bool, space: str | None) -> Any:
@@ -204,10 +204,8 @@ def walk_secrets(
             secret and ((isinstance(node, str) and node) or is_secret_reference(node))
         )
         if is_leaf:
-            if space is not None:
-                if on_search is not None:
-                    on_search(space, where)
-                return node
+            if space is not None and on_search is not None:
+                on_search(space, where)
             return leaf(where, node)
         if isinstance(node, Mapping):
             if set(node) == {"grid_search"} and isinstance(node["grid_search"], list | tuple):
