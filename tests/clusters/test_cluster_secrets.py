@@ -36,6 +36,12 @@ def echo(config):
         "echo_key": key,
         "max_token_len": config["max_token_len"],
     }
+
+
+def fail_loudly(config):
+    key = config["wandb"]["api_key"]
+    print(f"about to fail with key {key}", flush=True)
+    raise PermissionError(f"login refused for key {key}")
 """
 
 
@@ -107,3 +113,44 @@ def test_cluster_secrets_come_from_the_job_environment_and_leak_nowhere(
         if cluster_value.encode() in data or worker_value.encode() in data
     ]
     assert found == []
+
+
+def test_a_failed_job_shows_no_secret_in_the_task_state(
+    workdir: Path, ray_head: RayHead, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job log's tail travels in DriverFailedError, which Prefect stores as the task state."""
+    from radas_flows.targets import DriverFailedError
+
+    cluster_value = ray_head.cluster_secret
+    monkeypatch.setenv(CLUSTER_SECRET_ENV, cluster_value)  # the worker has it too
+    monkeypatch.setenv("RADAS_SECRET_ENV_ALLOWLIST", CLUSTER_SECRET_ENV)
+    mod = import_source(workdir, TRAINABLES, "secret_trainables")
+    with pytest.raises(DriverFailedError, match="The end of its log") as info:
+        asyncio.run(
+            run_experiment(
+                user_name="erin",
+                run_with="cluster:loopback",
+                trainable=mod.fail_loudly,
+                experiment_name="cluster-secret-fails",
+                param_space={"wandb": {"api_key": {"env": CLUSTER_SECRET_ENV}}},
+                tuner_init_kwargs={
+                    "run_config": tune.RunConfig(
+                        failure_config=tune.FailureConfig(fail_fast="raise")
+                    )
+                },
+                run_choice="run",
+            )
+        )
+    assert "about to fail with key ***" in str(info.value)
+    flow_run = pr.flow_run_named("cluster-secret-fails")
+    (monitor,) = [
+        t for t in pr.task_runs_of(flow_run.id) if t.name.startswith("experiment_monitor")
+    ]
+    assert monitor.state.is_failed()
+    stored = {
+        "monitor state": json.dumps(monitor.state.model_dump(mode="json"), default=repr),
+        "flow state": json.dumps(flow_run.state.model_dump(mode="json"), default=repr),
+        "API logs": "\n".join(pr.logs_of(flow_run.id)),
+        "error": str(info.value),
+    }
+    assert [where for where, text in stored.items() if cluster_value in text] == []
