@@ -259,7 +259,9 @@ def resolve_secret(where: str, value: Any) -> Any:
         return block.get()
     with _stash_lock:
         if name in _stash:
-            return _stash[name]
+            held = _stash[name]
+            getter = getattr(held, "get_secret_value", None)
+            return getter() if callable(getter) else held
     raise RadasValueError(
         f"{_label(where)} holds a secret reference of another process: secrets given "
         "to run_experiment live only in the calling process for the length of its run, so a "
