@@ -187,8 +187,9 @@ def object_secrets(obj: Any, label: str = "") -> dict[str, str]:
     seen: set[int] = set()
 
     def walk(node: Any, path: str, secret: bool, depth: int) -> None:
-        if isinstance(node, Secret):
-            found[path] = node.get_secret_value()
+        getter = getattr(node, "get_secret_value", None)
+        if callable(getter) and not isinstance(node, type):
+            found[path] = str(getter())
             return
         if isinstance(node, str):
             if secret and node:

@@ -178,6 +178,11 @@ def not_secret_value(value: object) -> tuple[bool, Any]:
     return False, None
 
 
+def _is_marked_secret(value: object) -> bool:
+    """A :class:`Secret`, or any secret string object (pydantic ``SecretStr``)."""
+    return isinstance(value, Secret) or callable(getattr(value, "get_secret_value", None))
+
+
 def _is_domain(value: object) -> bool:
     return type(value).__module__.startswith("ray.tune")
 
@@ -187,7 +192,7 @@ def walk_secrets(
 ) -> Any:
     """The one walk of a parameter tree: copy ``obj`` with ``leaf(path, value)`` for each secret.
 
-    A secret is a :class:`Secret`, a non-empty string anywhere below a secret-looking key, or a
+    A secret is a :class:`Secret` (or pydantic ``SecretStr``), a non-empty string anywhere below a secret-looking key, or a
     reference (:data:`REFERENCE_KEYS`) below such a key. :class:`NotSecret` values (and
     ``{"not_secret": v}``) are unwrapped and never secrets; numbers and booleans never are.
     A secret inside a search space (``grid_search`` values, ``tune.choice`` categories) is
@@ -200,7 +205,7 @@ def walk_secrets(
         if unwrapped:
             return value
         where = _PATH_SEP.join(path)
-        is_leaf = isinstance(node, Secret) or (
+        is_leaf = _is_marked_secret(node) or (
             secret and ((isinstance(node, str) and node) or is_secret_reference(node))
         )
         if is_leaf:
