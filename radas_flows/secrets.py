@@ -192,9 +192,10 @@ def walk_secrets(
 ) -> Any:
     """The one walk of a parameter tree: copy ``obj`` with ``leaf(path, value)`` for each secret.
 
-    A secret is a :class:`Secret` (or pydantic ``SecretStr``), a non-empty string anywhere below a secret-looking key, or a
-    reference (:data:`REFERENCE_KEYS`) below such a key. :class:`NotSecret` values (and
-    ``{"not_secret": v}``) are unwrapped and never secrets; numbers and booleans never are.
+    A secret is a :class:`Secret` (or pydantic ``SecretStr``), a non-empty string anywhere
+    below a secret-looking key, or a reference (:data:`REFERENCE_KEYS`) below such a key.
+    :class:`NotSecret` values (and ``{"not_secret": v}``) are unwrapped and never secrets;
+    numbers and booleans never are.
     A secret inside a search space (``grid_search`` values, ``tune.choice`` categories) is
     first reported to ``on_search(space path, secret path)``, which may raise; the categories
     of a ``tune.choice`` object are inspected, never copied.
