@@ -31,13 +31,9 @@ class FoundSecrets:
 
     config: dict[str, Any] = field(default_factory=dict)  # param_space path → value or ref
     environ: dict[str, Any] = field(default_factory=dict)  # runtime_env env var → value or ref
-    objects: dict[str, str] = field(default_factory=dict)  # tuner_init_kwargs attribute → value
 
     def __repr__(self) -> str:
-        return (
-            f"FoundSecrets(config={sorted(self.config)}, environ={sorted(self.environ)}, "
-            f"objects={sorted(self.objects)})"
-        )
+        return f"FoundSecrets(config={sorted(self.config)}, environ={sorted(self.environ)})"
 
     def resolve_here(self) -> TrialSecrets:
         """Resolve every secret in this process and protect the logs from them (a local run)."""
@@ -46,7 +42,7 @@ class FoundSecrets:
             name: str(resolve_secret(f"runtime_env/env_vars/{name}", v))
             for name, v in self.environ.items()
         }
-        values = [*secret_strings(config), *secret_strings(environ), *self.objects.values()]
+        values = [*secret_strings(config), *secret_strings(environ)]
         for value in values:
             register_secret(value)
         if values:
@@ -59,16 +55,6 @@ class FoundSecrets:
         Anything else would travel inside the job's package, entrypoint or ``env_vars``,
         which every user of the cluster can read; it is refused.
         """
-        if self.objects:
-            where = next(iter(self.objects))
-            raise RadasValueError(
-                f"tuner_init_kwargs {where} looks like a secret, and a cluster job receives "
-                f"tuner_init_kwargs pickled in its package, which every user of cluster "
-                f"{cluster!r} can read. Leave it unset and let the callback read it from the "
-                "job's environment: set the variable on the cluster's nodes, or give "
-                "runtime_env={'env_vars': {'WANDB_API_KEY': {'env': 'VAR'}}} naming a "
-                "variable set on the cluster."
-            )
         config_env = {w: _job_variable(w, v, cluster) for w, v in self.config.items()}
         environ_env = {
             name: _job_variable(f"runtime_env/env_vars/{name}", v, cluster)
@@ -226,7 +212,8 @@ def find_secrets(
     """Split a run's secrets off: ``(redacted space, runtime_env without them, found)``.
 
     Raises:
-        RadasValueError: A search space holds a secret (the message names its key).
+        RadasValueError: A search space holds a secret (the message names its key), or an
+            object of ``tuner_init_kwargs`` holds one.
     """
     try:
         space, config = split_secrets(param_space)
@@ -234,4 +221,13 @@ def find_secrets(
         raise RadasValueError(str(e)) from e
     env, environ = _split_env_vars(runtime_env)
     objects = object_secrets(dict(tuner_init_kwargs))
-    return space, env, FoundSecrets(config=config, environ=environ, objects=objects)
+    if objects:
+        raise RadasValueError(
+            f"tuner_init_kwargs {next(iter(objects))} looks like a secret, and Tune pickles "
+            "its run_config (callbacks included) into tuner.pkl in the results folder, which "
+            "every user who can read the results root can open (and a cluster job carries it "
+            "in its package). Leave it unset and let the callback read it from the environment "
+            "of the process it runs in (WandbLoggerCallback reads WANDB_API_KEY): the flow's "
+            "process for a local run, the cluster's nodes for a cluster run."
+        )
+    return space, env, FoundSecrets(config=config, environ=environ)

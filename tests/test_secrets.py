@@ -395,7 +395,8 @@ def test_a_cluster_job_spec_carries_variable_names_never_values(
         spec_with({}, run_with="cluster:c", runtime_env={"env_vars": {"HF_TOKEN": "hf-3"}})
 
 
-def test_a_callback_holding_an_api_key_cannot_go_to_a_cluster() -> None:
+def test_a_callback_holding_an_api_key_is_refused() -> None:
+    """Tune pickles run_config, callbacks included, into tuner.pkl in the results folder."""
     from ray import tune
 
     from radas_flows.errors import RadasValueError
@@ -406,14 +407,14 @@ def test_a_callback_holding_an_api_key_cannot_go_to_a_cluster() -> None:
             self.max_token_len = 512
 
     kwargs = {"tuner_init_kwargs": {"run_config": tune.RunConfig(callbacks=[Logger()])}}
-    with pytest.raises(
-        RadasValueError,
-        match=r"tuner_init_kwargs \['run_config'\]\.callbacks\[0\]\.api_key looks like a secret",
-    ):
-        spec_with({}, run_with="cluster:c", **kwargs)
-    local = spec_with({}, **kwargs)  # a local run keeps it, and the logs scrub it
-    assert "cb-key-41aa" in registered_secrets()
-    assert local.tuner_init_kwargs["run_config"].callbacks[0].api_key == "cb-key-41aa"
+    for run_with in ("local", "cluster:c"):
+        with pytest.raises(
+            RadasValueError,
+            match=r"tuner_init_kwargs \['run_config'\]\.callbacks\[0\]\.api_key looks like a "
+            r"secret, and Tune pickles its run_config .* into tuner.pkl",
+        ) as info:
+            spec_with({}, run_with=run_with, **kwargs)
+        assert "cb-key-41aa" not in str(info.value)
 
 
 def test_secret_env_vars_of_a_local_run_reach_only_the_trial() -> None:
