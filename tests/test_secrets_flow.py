@@ -404,7 +404,7 @@ def test_a_callback_holding_a_key_is_refused_before_anything_runs(workdir: Path)
                 user_name="secrets",
                 trainable=nt.echo_api_key,
                 experiment_name="secret-callback",
-                param_space={"api_key": "k"},
+                param_space={"api_key": new_secret("k")},
                 tuner_init_kwargs={"run_config": tune.RunConfig(callbacks=[KeyHolder(key)])},
                 run_choice="run",
             )
