@@ -141,7 +141,7 @@ def test_a_failed_job_shows_no_secret_in_the_task_state(
                 run_choice="run",
             )
         )
-    assert "about to fail with key ***" in str(info.value)
+    assert "PermissionError: login refused for key ***" in str(info.value)
     flow_run = pr.flow_run_named("cluster-secret-fails")
     (monitor,) = [
         t for t in pr.task_runs_of(flow_run.id) if t.name.startswith("experiment_monitor")
