@@ -25,6 +25,8 @@ TRAINABLES = """\
 import hashlib
 import os
 
+from ray import tune
+
 
 def echo(config):
     key, token = config["wandb"]["api_key"], os.environ["HF_TOKEN"]
@@ -38,10 +40,12 @@ def echo(config):
     }
 
 
-def fail_loudly(config):
-    key = config["wandb"]["api_key"]
-    print(f"about to fail with key {key}", flush=True)
-    raise PermissionError(f"login refused for key {key}")
+class PrintAndDie(tune.Callback):
+    # Print the first result (it echoes the secret) as the job's last words, and die.
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        print(f"result echo {result.get('echo_key')}", flush=True)
+        os._exit(3)
 """
 
 
@@ -130,18 +134,19 @@ def test_a_failed_job_shows_no_secret_in_the_task_state(
             run_experiment(
                 user_name="erin",
                 run_with="cluster:loopback",
-                trainable=mod.fail_loudly,
+                trainable=mod.echo,
                 experiment_name="cluster-secret-fails",
-                param_space={"wandb": {"api_key": {"env": CLUSTER_SECRET_ENV}}},
-                tuner_init_kwargs={
-                    "run_config": tune.RunConfig(
-                        failure_config=tune.FailureConfig(fail_fast="raise")
-                    )
+                param_space={
+                    "a": 1,
+                    "wandb": {"api_key": {"env": CLUSTER_SECRET_ENV}},
+                    "max_token_len": 512,
                 },
+                runtime_env={"env_vars": {"HF_TOKEN": {"env": CLUSTER_SECRET_ENV}}},
+                tuner_init_kwargs={"run_config": tune.RunConfig(callbacks=[mod.PrintAndDie()])},
                 run_choice="run",
             )
         )
-    assert "PermissionError: login refused for key ***" in str(info.value)
+    assert "result echo ***" in str(info.value)
     flow_run = pr.flow_run_named("cluster-secret-fails")
     (monitor,) = [
         t for t in pr.task_runs_of(flow_run.id) if t.name.startswith("experiment_monitor")
