@@ -127,6 +127,9 @@ class TrialSecrets:
         resolved = TrialSecrets(config=config, environ=environ)
         for value in resolved.values():
             register_secret(value)
+        # The job's driver is this run's own process: it gets the variables too (Tune's
+        # storage, for one, writes an s3:// results root from here).
+        os.environ.update(environ)
         from radas_flows._redaction import redact_process_output
 
         redact_process_output()

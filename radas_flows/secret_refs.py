@@ -162,9 +162,8 @@ def stash_runtime_env(runtime_env: Mapping[str, Any] | None) -> tuple[dict[str, 
         return env, tokens
     out: dict[Any, Any] = {}
     for name, value in env_vars.items():
-        plain, unwrapped = not_secret_value(value)
-        if plain:
-            out[name] = unwrapped
+        if not_secret_value(value)[0]:
+            out[name] = _with_json_marks(value)  # stays marked: the flow checks env_vars again
         elif isinstance(value, Secret) or (
             is_secret_key(name) and isinstance(value, str) and value
         ):

@@ -449,3 +449,15 @@ def test_results_tables_redact_values_equal_to_a_registered_secret() -> None:
     assert out["note"][0] == "pw=***" and out["note"].isna()[1]
     assert out["n"].tolist() == [1, 2]
     assert df["echo"][0] == "smtp-pass-equal-71"  # a copy
+
+
+def test_not_secret_env_vars_pass_to_a_cluster_job_as_they_are() -> None:
+    from radas_flows.secret_refs import refuse_literal_parameters, stash_runtime_env
+    from radas_flows.secrets import NotSecret
+
+    env, tokens = stash_runtime_env({"env_vars": {"AWS_ACCESS_KEY_ID": NotSecret("moto-id")}})
+    assert tokens == [] and env == {"env_vars": {"AWS_ACCESS_KEY_ID": {"not_secret": "moto-id"}}}
+    refuse_literal_parameters({}, env)  # what the flow receives is marked, not a literal secret
+    spec = spec_with({}, run_with="cluster:c", runtime_env=env)
+    assert spec.runtime_env == {"env_vars": {"AWS_ACCESS_KEY_ID": "moto-id"}}
+    assert not spec.secrets
