@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, TextIO, TypeVar
 
 __all__ = [
     "PROTECTED_LOGGERS",
     "REDACTED",
+    "RedactingStream",
     "SecretFilter",
     "install_secret_filter",
     "protect_logs",
+    "redact_process_output",
     "redact_registered",
     "redact_text",
     "register_secret",
     "registered_secrets",
+    "scrub_errors",
     "scrub_exception",
     "scrubbed",
 ]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 #: Placeholder that replaces a secret value.
 REDACTED = "***"
@@ -296,3 +303,63 @@ def scrubbed(values: list[str]) -> Iterator[None]:
         if replacement is e:
             raise
         raise replacement from None
+
+
+def scrub_errors(fn: _F) -> _F:
+    """Decorate a function (a Prefect task's) so that what it raises holds no registered secret.
+
+    Prefect records a failed task run's exception text in the task run's state directly, not
+    through logging, so the log filter never sees it; put this below ``@task``.
+
+    Example:
+        >>> key = "t4sk-secret"
+        >>> register_secret(key)
+        >>> @scrub_errors
+        ... def stage():
+        ...     raise ValueError(f"bad key {key}")
+        >>> try:
+        ...     stage()
+        ... except ValueError as e:
+        ...     print(e)
+        bad key ***
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except BaseException as e:
+            clean = scrub_exception(e)
+            if clean is e:
+                raise
+            raise clean from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class RedactingStream:
+    """A text stream that writes through to another with the registered secrets replaced.
+
+    A cluster job's driver puts it on ``sys.stdout`` and ``sys.stderr``: the job's log (which
+    the flow relays, and which the Ray dashboard shows) then holds no secret the job resolved.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(redact_registered(text))
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def redact_process_output() -> None:
+    """Put a :class:`RedactingStream` on ``sys.stdout`` and ``sys.stderr`` (once)."""
+    import sys
+
+    if not isinstance(sys.stdout, RedactingStream):
+        sys.stdout = RedactingStream(sys.stdout)
+    if not isinstance(sys.stderr, RedactingStream):
+        sys.stderr = RedactingStream(sys.stderr)

@@ -57,6 +57,26 @@ def _use_headless_backend() -> None:
         matplotlib.use("Agg")
 
 
+def redact_frame(df: Any) -> Any:
+    """A copy of a DataFrame with the registered secrets replaced in its text cells.
+
+    Trials scrub their own secrets from what they report; this also covers values this process
+    registered (an SMTP password, a cloud key) and results read back from storage.
+    """
+    from radas_flows.secrets import redact_text, registered_secrets
+
+    values = registered_secrets()
+    if not values or not hasattr(df, "select_dtypes"):
+        return df
+    columns = list(df.select_dtypes(include=["object", "string"]).columns)
+    if not columns:
+        return df
+    out = df.copy()
+    for column in columns:
+        out[column] = out[column].map(lambda v: redact_text(v, values) if isinstance(v, str) else v)
+    return out
+
+
 def analyze_results(tuner: Tuner, options: AnalysisOptions, out_dir: str | None) -> AnalysisResult:
     """Turn a Tuner into the processed DataFrame and figure; save CSV and figure in ``out_dir``.
 
@@ -66,6 +86,7 @@ def analyze_results(tuner: Tuner, options: AnalysisOptions, out_dir: str | None)
     df = options.process_df_fn(df, **options.process_df_fn_kwargs)
     if options.rename_mapping:
         df = df.rename(columns=options.rename_mapping)
+    df = redact_frame(df)
     csv_path = None
     if out_dir is not None and hasattr(df, "to_csv"):
         Path(out_dir).mkdir(parents=True, exist_ok=True)

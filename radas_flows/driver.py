@@ -9,9 +9,19 @@ import os
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from radas_flows.storage import Storage
+
+if TYPE_CHECKING:
+    from radas_flows.secret_plan import TrialSecrets
+
+
+def _no_secrets() -> TrialSecrets:
+    from radas_flows.secret_plan import TrialSecrets
+
+    return TrialSecrets()
+
 
 SUMMARY_FILE = "radas_summary.json"
 #: Trial ids that completed before Tune itself stopped (Ray's memory monitor aborts ``fit()``).
@@ -29,7 +39,8 @@ class DriverSpec:
     name: str  # the full (prefixed, sanitized) experiment name
     resources: dict[str, float]
     mode: Literal["run", "restore"] = "run"
-    secrets: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Values for a local run; for a cluster job only names of variables of its environment.
+    secrets: TrialSecrets = field(default_factory=_no_secrets, repr=False)
     run_id: str = "run"  # key of this run's progress (local) or log marker lines (cluster job)
 
     @property
@@ -64,16 +75,19 @@ def expected_trial_count(param_space: Mapping[str, Any], num_samples: int = 1) -
     return count * max(num_samples, 1)
 
 
-def _with_secrets(trainable: Any, secrets: dict[str, Any]) -> Any:
+def _with_secrets(trainable: Any, secrets: TrialSecrets) -> Any:
     """Give the trainable its real secret values while Tune only ever stores redacted ones.
 
-    Errors the trainable raises are scrubbed of the secrets before Tune records them.
+    A cluster job reads them from its environment here (see ``TrialSecrets.in_job``). Errors
+    the trainable raises and metrics it reports are scrubbed of the secrets before Tune
+    records them.
     """
     if not secrets:
         return trainable
     from radas_flows.secrets import with_secrets
 
-    return with_secrets(trainable, secrets)
+    resolved = secrets.in_job()
+    return with_secrets(trainable, resolved.config, resolved.environ)
 
 
 def _reuse_actors_default(trainable: Any) -> bool:

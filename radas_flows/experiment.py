@@ -123,11 +123,20 @@ async def run_experiment(
     )
     # Validate everything before Prefect or Ray start: bad input fails here, in milliseconds.
     build_spec(**kwargs, cwd=os.getcwd())
-    # Prefect stores the flow's parameters: secrets go to the flow as references to values
-    # held in this process, never as values (see radas_flows.secret_refs).
-    from radas_flows.secret_refs import release_secrets, stash_secrets
+    # Prefect stores the flow's parameters: secrets (and Tune's config objects, whose every
+    # attribute Prefect's encoder would copy) go to the flow as references to values held in
+    # this process, never as values (see radas_flows.secret_refs).
+    from radas_flows.secret_refs import (
+        release_secrets,
+        stash_objects,
+        stash_runtime_env,
+        stash_secrets,
+    )
 
     kwargs["param_space"], stashed = stash_secrets(param_space or {})
+    kwargs["runtime_env"], env_tokens = stash_runtime_env(runtime_env)
+    kwargs["tuner_init_kwargs"], object_tokens = stash_objects(tuner_init_kwargs)
+    stashed += env_tokens + object_tokens
 
     def call_flow() -> dict[str, Any]:
         return radas(**kwargs)

@@ -198,6 +198,9 @@ def radas(
         ...     run_choice="run",
         ... )
     """
+    from radas_flows.secret_refs import refuse_literal_parameters
+
+    refuse_literal_parameters(param_space, runtime_env)
     cwd = os.getcwd()
     arguments = spec_arguments(
         {

@@ -1,12 +1,10 @@
-"""Secret redaction for parameter spaces, texts and log records."""
+"""What is a secret in a parameter space, and redaction of trees, texts and log records."""
 
 # Named like the standard library's ``secrets``: import it as ``radas_flows.secrets`` (absolute
 # imports only) and never put this directory on ``sys.path``.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -21,40 +19,125 @@ from radas_flows._redaction import (
     redact_text,
     register_secret,
     registered_secrets,
+    scrub_errors,
     scrub_exception,
-    scrubbed,
 )
+from radas_flows._trial_secrets import redact_metrics, restore_secrets, secret_strings, with_secrets
 
 __all__ = [
+    "NOT_SECRET_KEY",
     "PROTECTED_LOGGERS",
     "REDACTED",
+    "REFERENCE_KEYS",
     "SECRET_KEY_PATTERN",
+    "NotSecret",
+    "Secret",
     "SecretFilter",
     "install_secret_filter",
     "is_secret_key",
+    "is_secret_reference",
     "protect_logs",
     "redact",
+    "redact_metrics",
     "redact_registered",
     "redact_text",
     "register_secret",
     "registered_secrets",
     "restore_secrets",
+    "scrub_errors",
     "scrub_exception",
     "secret_strings",
     "split_secrets",
     "with_secrets",
 ]
 
-#: Keys whose values are secrets (case-insensitive search anywhere in the key).
+#: Keys whose string values are secrets (case-insensitive search anywhere in the key).
 #: ``token`` does not match ``tokens`` or ``tokenizer`` so that hyperparameters such as
-#: ``max_tokens`` stay visible; ``hf_token``, ``access_token`` and ``token`` are secrets.
+#: ``max_tokens`` stay visible; ``hf_token``, ``access_token`` and ``token`` are secrets. Only
+#: strings are secrets by default: ``max_token_len=512`` or ``private_key_size=2048`` is not.
 SECRET_KEY_PATTERN: re.Pattern[str] = re.compile(
     r"api[_-]?key|passw(?:or)?d|token(?!s|iz)|secret|access[_-]?key|private[_-]?key|credential",
     re.IGNORECASE,
 )
 
+#: The forms a value under a secret key may take instead of the secret itself:
+#: ``{"env": "VAR"}`` (an environment variable), ``{"secret_block": "name"}`` (a Prefect
+#: ``Secret`` block), ``{"secret_ref": "<token>"}`` (a value ``run_experiment`` holds in its own
+#: process for the length of the run). See :mod:`radas_flows.secret_refs`.
+REFERENCE_KEYS: tuple[str, ...] = ("env", "secret_block", "secret_ref")
+
+#: The JSON form of :class:`NotSecret`: ``{"not_secret": value}`` is ``value``, never a secret.
+NOT_SECRET_KEY = "not_secret"
+
 #: Separator of the flat secret paths returned by :func:`split_secrets`.
 _PATH_SEP = "/"
+
+
+class Secret:
+    """Mark a string as a secret whatever key it sits under.
+
+    The value reaches the trainable; everything else (Tune's stored config, the results table,
+    logs, Prefect parameters) sees ``"***"``. Its ``repr`` never shows the value.
+
+    Example:
+        >>> from radas_flows.secrets import Secret, split_secrets
+        >>> s = Secret("k-123")
+        >>> s, s.get_secret_value()
+        (Secret('***'), 'k-123')
+        >>> split_secrets({"wandb_project_key": s})[0]
+        {'wandb_project_key': '***'}
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str) or not value:
+            raise TypeError(
+                f"Secret() takes a non-empty string, got {type(value).__name__}; numbers and "
+                "booleans are not secrets (pass them as they are)."
+            )
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        """The secret itself."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({REDACTED!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("radas_flows.secrets.Secret", self._value))
+
+
+class NotSecret:
+    """Mark a value under a secret-looking key as an ordinary value (shown, searchable).
+
+    From JSON write ``{"not_secret": value}``.
+
+    Example:
+        >>> from radas_flows.secrets import NotSecret, split_secrets
+        >>> split_secrets({"token_type": NotSecret("bpe"), "hf_token": {"not_secret": "public"}})
+        ({'token_type': 'bpe', 'hf_token': 'public'}, {})
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"NotSecret({self.value!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NotSecret) and other.value == self.value
+
+    def __hash__(self) -> int:
+        return hash(("radas_flows.secrets.NotSecret", repr(self.value)))
 
 
 def is_secret_key(key: object) -> bool:
@@ -73,37 +156,86 @@ def is_secret_key(key: object) -> bool:
     return isinstance(key, str) and SECRET_KEY_PATTERN.search(key) is not None
 
 
-def _is_empty(value: object) -> bool:
-    return value is None or (isinstance(value, str) and value == "")
+def is_secret_reference(value: object) -> bool:
+    """Tell whether a value is a secret reference such as ``{"env": "WANDB_API_KEY"}``.
 
-
-def _redact_tree(obj: Any, path: tuple[str, ...], found: dict[str, Any] | None) -> Any:
-    """The one walk of the secret-key tree: copy ``obj`` with each secret-keyed value redacted.
-
-    Each secret replaced is recorded in ``found`` (when given) under its flat path.
+    Example:
+        >>> is_secret_reference({"env": "WANDB_API_KEY"}), is_secret_reference({"env": 1})
+        (True, False)
     """
-    if isinstance(obj, Mapping):
-        out: dict[Any, Any] = {}
-        for k, v in obj.items():
-            where = (*path, str(k))
-            if is_secret_key(k) and not _is_empty(v):
-                if found is not None:
-                    found[_PATH_SEP.join(where)] = v
-                out[k] = REDACTED
-            else:
-                out[k] = _redact_tree(v, where, found)
-        return out
-    if isinstance(obj, list | tuple):
-        items = [_redact_tree(v, (*path, str(i)), found) for i, v in enumerate(obj)]
-        return items if isinstance(obj, list) else tuple(items)
-    return obj
+    if not isinstance(value, Mapping) or len(value) != 1:
+        return False
+    kind, name = next(iter(value.items()))
+    return kind in REFERENCE_KEYS and isinstance(name, str) and bool(name)
+
+
+def not_secret_value(value: object) -> tuple[bool, Any]:
+    """``(True, v)`` for ``NotSecret(v)`` or ``{"not_secret": v}``, else ``(False, None)``."""
+    if isinstance(value, NotSecret):
+        return True, value.value
+    if isinstance(value, Mapping) and len(value) == 1 and NOT_SECRET_KEY in value:
+        return True, value[NOT_SECRET_KEY]
+    return False, None
+
+
+def _is_marked_secret(value: object) -> bool:
+    """A :class:`Secret`, or any secret string object (pydantic ``SecretStr``)."""
+    return isinstance(value, Secret) or callable(getattr(value, "get_secret_value", None))
+
+
+def _is_domain(value: object) -> bool:
+    return type(value).__module__.startswith("ray.tune")
+
+
+def walk_secrets(
+    obj: Any, leaf: Callable[[str, Any], Any], *, on_search: Callable[[str, str], None] | None
+) -> Any:
+    """The one walk of a parameter tree: copy ``obj`` with ``leaf(path, value)`` for each secret.
+
+    A secret is a :class:`Secret` (or pydantic ``SecretStr``), a non-empty string anywhere
+    below a secret-looking key, or a reference (:data:`REFERENCE_KEYS`) below such a key.
+    :class:`NotSecret` values (and ``{"not_secret": v}``) are unwrapped and never secrets;
+    numbers and booleans never are.
+    A secret inside a search space (``grid_search`` values, ``tune.choice`` categories) is
+    first reported to ``on_search(space path, secret path)``, which may raise; the categories
+    of a ``tune.choice`` object are inspected, never copied.
+    """
+
+    def walk(node: Any, path: tuple[str, ...], secret: bool, space: str | None) -> Any:
+        unwrapped, value = not_secret_value(node)
+        if unwrapped:
+            return value
+        where = _PATH_SEP.join(path)
+        is_leaf = _is_marked_secret(node) or (
+            secret and ((isinstance(node, str) and node) or is_secret_reference(node))
+        )
+        if is_leaf:
+            if space is not None and on_search is not None:
+                on_search(space, where)
+            return leaf(where, node)
+        if isinstance(node, Mapping):
+            if set(node) == {"grid_search"} and isinstance(node["grid_search"], list | tuple):
+                return {"grid_search": walk(node["grid_search"], path, secret, space or where)}
+            return {
+                k: walk(v, (*path, str(k)), secret or is_secret_key(k), space)
+                for k, v in node.items()
+            }
+        if isinstance(node, list | tuple):
+            items = [walk(v, (*path, str(i)), secret, space) for i, v in enumerate(node)]
+            return items if isinstance(node, list) else tuple(items)
+        if _is_domain(node) and isinstance(getattr(node, "categories", None), list):
+            walk(node.categories, path, secret, space or where)
+        return node
+
+    return walk(obj, (), False, None)
 
 
 def redact(obj: Any) -> Any:
-    """Copy nested dicts, lists and tuples with every secret-keyed value replaced.
+    """Copy nested dicts, lists and tuples with every secret (see :func:`walk_secrets`) replaced.
 
     Containers are copied; other values are shared with the input. ``None`` and empty strings
-    under secret keys stay as they are (nothing to hide, and "not set" stays recognisable).
+    under secret keys stay as they are (nothing to hide, and "not set" stays recognisable);
+    numbers and booleans are never secrets.
 
     Args:
         obj: Any value, typically a parameter space or a configuration dict.
@@ -112,36 +244,30 @@ def redact(obj: Any) -> Any:
         The redacted copy.
 
     Example:
-        >>> redact({"lr": 0.1, "wandb": {"enable": True, "api_key": "abc123"}})
-        {'lr': 0.1, 'wandb': {'enable': True, 'api_key': '***'}}
+        >>> redact({"lr": 0.1, "max_token_len": 512, "wandb": {"api_key": "abc123"}})
+        {'lr': 0.1, 'max_token_len': 512, 'wandb': {'api_key': '***'}}
     """
-    return _redact_tree(obj, (), None)
-
-
-def _is_search_space(value: object) -> bool:
-    if isinstance(value, Mapping) and set(value) == {"grid_search"}:
-        return True
-    return type(value).__module__.startswith("ray.tune")
+    return walk_secrets(obj, lambda _where, _value: REDACTED, on_search=None)
 
 
 def split_secrets(param_space: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Separate the secrets from a parameter space.
 
-    The secret values must be constants (not search-space objects): they are put back as they
-    are by :func:`restore_secrets`. Keys containing ``/`` cannot be told apart from nesting in
-    the flat paths, so do not use ``/`` in the keys of a secret's parents.
+    Secrets cannot be searched over (Tune stores and shows every sampled config): a search
+    space holding one is an error naming its key. Keys containing ``/`` cannot be told apart
+    from nesting in the flat paths, so do not use ``/`` in the keys of a secret's parents.
 
     Args:
         param_space: The parameter space as the user wrote it.
 
     Returns:
         ``(redacted_space, secrets)``: the space with every secret replaced by
-        :data:`REDACTED`, and a flat ``{"path/to/key": value}`` dict of the secrets (list
-        items are addressed by their index).
+        :data:`REDACTED`, and a flat ``{"path/to/key": value}`` dict of the secrets as written
+        (strings, :class:`Secret` objects or references; list items addressed by index).
 
     Raises:
         TypeError: ``param_space`` is not a mapping.
-        ValueError: A secret holds a search space (``tune.grid_search``, ``tune.choice``, ...).
+        ValueError: A search space holds a secret.
 
     Example:
         >>> space, found = split_secrets({"a": 1, "wandb": {"api_key": "k-42", "enable": True}})
@@ -156,151 +282,21 @@ def split_secrets(param_space: Mapping[str, Any]) -> tuple[dict[str, Any], dict[
             "pass the search space as a dict such as {'lr': tune.grid_search([0.1, 0.01])}."
         )
     found: dict[str, Any] = {}
-    redacted = _redact_tree(param_space, (), found)
-    for where, value in found.items():
-        if _is_search_space(value):
-            raise ValueError(
-                f"param_space[{where!r}] is a secret but holds a search space; "
-                "secrets must be constants (one value for every trial)."
-            )
+
+    def leaf(where: str, value: Any) -> str:
+        found[where] = value
+        return REDACTED
+
+    def refuse(space: str, where: str) -> None:
+        inner = f" (the secret at {where!r})" if where != space else ""
+        raise ValueError(
+            f"param_space[{space!r}] is a search space holding secret values{inner}: Tune "
+            "stores and shows every sampled config in clear, so secrets cannot be searched "
+            "over. Give the secret one fixed value outside the search space (or search over "
+            "a name or index and look the secret up in the trainable); if the values are not "
+            "secrets, wrap them in radas_flows.secrets.NotSecret(...) (JSON: "
+            '{"not_secret": ...}).'
+        )
+
+    redacted = walk_secrets(param_space, leaf, on_search=refuse)
     return redacted, found
-
-
-def _copy_containers(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {k: _copy_containers(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_copy_containers(v) for v in obj]
-    return obj
-
-
-def restore_secrets(config: Mapping[str, Any], secrets: Mapping[str, Any]) -> dict[str, Any]:
-    """Put the secrets found by :func:`split_secrets` back into a trial's config.
-
-    Args:
-        config: The config a trial received (with :data:`REDACTED` placeholders).
-        secrets: The flat ``{"path/to/key": value}`` dict from :func:`split_secrets`.
-
-    Returns:
-        A copy of ``config`` (containers copied; tuples become lists) holding the real values.
-        Missing parent dicts are created.
-
-    Raises:
-        ValueError: A secret's path runs through a value that is neither a dict nor a list.
-
-    Example:
-        >>> restore_secrets({"a": 1, "wandb": {"api_key": "***"}}, {"wandb/api_key": "k-42"})
-        {'a': 1, 'wandb': {'api_key': 'k-42'}}
-    """
-    out: dict[str, Any] = _copy_containers(config)
-    for path, value in secrets.items():
-        parts = path.split(_PATH_SEP)
-        node: Any = out
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
-            if isinstance(node, list):
-                try:
-                    index = int(part)
-                    node[index]
-                except (ValueError, IndexError) as e:
-                    raise ValueError(
-                        f"Cannot restore secret at {path!r}: {part!r} is not an index of the "
-                        f"list at that place in the config (length {len(node)})."
-                    ) from e
-                if last:
-                    node[index] = value
-                else:
-                    node = node[index]
-            elif isinstance(node, dict):
-                if last:
-                    node[part] = value
-                else:
-                    node = node.setdefault(part, {})
-            else:
-                raise ValueError(
-                    f"Cannot restore secret at {path!r}: the config holds a "
-                    f"{type(node).__name__} where a dict or list was expected."
-                )
-    return out
-
-
-def secret_strings(secrets: Mapping[str, Any]) -> list[str]:
-    """Every non-empty string inside the values of a secrets dict (nested values included).
-
-    Example:
-        >>> secret_strings({"wandb/api_key": "k-1", "db/credentials": {"user": "u", "pw": "p-2"}})
-        ['k-1', 'u', 'p-2']
-    """
-    found: list[str] = []
-
-    def walk(value: Any) -> None:
-        if isinstance(value, str):
-            if value:
-                found.append(value)
-        elif isinstance(value, Mapping):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list | tuple | set | frozenset):
-            for item in value:
-                walk(item)
-        else:
-            getter = getattr(value, "get_secret_value", None)
-            if callable(getter):
-                walk(getter())
-
-    for value in secrets.values():
-        walk(value)
-    return found
-
-
-def with_secrets(trainable: Any, secrets: Mapping[str, Any]) -> Any:
-    """Wrap a trainable so it gets the real secrets while everything else sees redacted ones.
-
-    Tune stores, logs and shows the redacted config; the wrapper puts the secrets back
-    (:func:`restore_secrets`) just before the trainable runs, and scrubs them from any
-    exception the trainable raises (which Tune would otherwise write to the trial's
-    ``error.txt`` and report everywhere).
-
-    Args:
-        trainable: A function of ``config`` or a ``ray.tune.Trainable`` subclass.
-        secrets: The flat ``{"path/to/key": value}`` dict from :func:`split_secrets`.
-
-    Returns:
-        The wrapped trainable (the trainable itself when there are no secrets).
-
-    Example:
-        >>> space, found = split_secrets({"a": 1, "api_key": "k-7"})
-        >>> wrapped = with_secrets(lambda config: config["api_key"], found)
-        >>> space["api_key"], wrapped(space)
-        ('***', 'k-7')
-    """
-    if not secrets:
-        return trainable
-    values = secret_strings(secrets)
-    if inspect.isclass(trainable):
-
-        class _WithSecrets(trainable):
-            def setup(self, config: dict[str, Any], *args: Any, **kwargs: Any) -> None:
-                with scrubbed(values):
-                    super().setup(restore_secrets(config, secrets), *args, **kwargs)
-
-            def step(self) -> Any:
-                with scrubbed(values):
-                    return super().step()
-
-            def reset_config(self, new_config: dict[str, Any]) -> bool:
-                with scrubbed(values):
-                    return bool(super().reset_config(restore_secrets(new_config, secrets)))
-
-        _WithSecrets.__name__ = trainable.__name__
-        _WithSecrets.__qualname__ = trainable.__qualname__
-        return _WithSecrets
-
-    function: Callable[..., Any] = trainable
-
-    @functools.wraps(function)
-    def trainable_with_secrets(config: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        with scrubbed(values):
-            return function(restore_secrets(config, secrets), *args, **kwargs)
-
-    return trainable_with_secrets

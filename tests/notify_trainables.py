@@ -31,6 +31,32 @@ def secret_hash(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def secret_echo_all(config: dict[str, Any]) -> None:
+    """Report hashes of every secret, and the secrets themselves as metrics (as a careless or
+    hostile trainable might); print them too."""
+    import os
+
+    key, token = config["wandb"]["api_key"], os.environ.get("HF_TOKEN", "")
+    print(f"trainable sees key {key} and token {token}")
+    tune.report({"score": config["a"], "echo_key": key, "echo_token": f"token={token}"})
+    tune.report(
+        {
+            "score": config["a"],
+            "key_hash": digest(key),
+            "token_hash": digest(token),
+            "password_hash": digest(config["db_password"]),
+            "echo_key": key,
+            "echo_token": f"token={token}",
+            "max_token_len_seen": config["max_token_len"],
+        }
+    )
+
+
+def echo_api_key(config: dict[str, Any]) -> dict[str, Any]:
+    """Return config['api_key'] as a metric."""
+    return {"score": 1, "echo": config["api_key"]}
+
+
 def secret_echo_fail(config: dict[str, Any]) -> None:
     """Fail with the secret in the exception text (as a library rejecting a login might)."""
     if config["a"] == config.get("fail_a"):

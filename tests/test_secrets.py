@@ -89,7 +89,7 @@ def test_redact_copies_nested_containers_and_keeps_leaves() -> None:
         "obj": marker,
         "wandb": {"enable": True, "api_key": REDACTED, "init_kwargs": {"project": "p"}},
         "stores": [{"name": "s3", "secret_access_key": REDACTED}, ("x", {"token": REDACTED})],
-        "credentials": REDACTED,
+        "credentials": {"user": REDACTED, "password": REDACTED},  # strings below a secret key
         "password": None,
         "token": "",
     }
@@ -232,3 +232,232 @@ def test_install_secret_filter_covers_child_loggers_once() -> None:
     assert first is second
     assert sum(isinstance(f, SecretFilter) for f in handler.filters) == 1
     assert stream.getvalue() == "ERROR token ***\n"
+
+
+# -- what is a secret (issue 11, item 4) --------------------------------------------------------
+
+
+def test_ordinary_hyperparameters_under_secret_looking_keys_pass_through() -> None:
+    from ray import tune
+
+    budget = tune.grid_search([1000, 2000])
+    space = {
+        "max_token_len": 512,
+        "token_budget": budget,
+        "special_token_id": 7,
+        "private_key_size": 2048,
+        "use_auth_token": True,
+        "password_min_length": tune.choice([8, 12]),
+    }
+    redacted, found = split_secrets(space)
+    assert found == {}
+    assert redacted["max_token_len"] == 512 and redacted["special_token_id"] == 7
+    assert redacted["private_key_size"] == 2048 and redacted["use_auth_token"] is True
+    assert redacted["token_budget"] == {"grid_search": [1000, 2000]}
+    assert redacted["password_min_length"] is space["password_min_length"]
+    assert redact(space)["max_token_len"] == 512
+
+
+def test_secret_and_not_secret_marks() -> None:
+    from radas_flows.secrets import NotSecret, Secret
+
+    redacted, found = split_secrets(
+        {
+            "project_key": Secret("pk-1"),  # not a secret-looking key, marked by the user
+            "token_type": NotSecret("bpe"),  # secret-looking, marked ordinary
+            "hf_token": {"not_secret": "public-model"},  # the JSON form of NotSecret
+            "nested": {"access_token": NotSecret({"kind": "none"})},
+        }
+    )
+    assert redacted == {
+        "project_key": REDACTED,
+        "token_type": "bpe",
+        "hf_token": "public-model",
+        "nested": {"access_token": {"kind": "none"}},
+    }
+    assert list(found) == ["project_key"]
+    assert found["project_key"].get_secret_value() == "pk-1"
+    assert "pk-1" not in repr(found) and "pk-1" not in str(found["project_key"])
+    assert restore_secrets(redacted, found)["project_key"] == "pk-1"
+    with pytest.raises(TypeError, match="numbers and booleans are not secrets"):
+        Secret(512)  # type: ignore[arg-type]
+
+
+def test_a_search_space_holding_a_secret_is_refused_naming_its_key() -> None:
+    from ray import tune
+
+    from radas_flows.inputs.space import parse_param_space
+    from radas_flows.secrets import Secret
+
+    cases = {
+        "creds": {"creds": tune.grid_search([{"api_key": "k-a"}, {"api_key": "k-b"}])},
+        "token": {"token": tune.choice(["t-a", "t-b"])},
+        "wandb/api_key": {"wandb": {"api_key": {"grid_search": ["k1", "k2"]}}},
+        "json": parse_param_space({"json": {"choice": [{"password": "p-1"}, {"password": "p-2"}]}}),
+        "marked": {"marked": tune.choice([Secret("s-1"), Secret("s-2")])},
+    }
+    for key, space in cases.items():
+        with pytest.raises(ValueError, match=rf"param_space\['{key}'\] is a search space holding "):
+            split_secrets(space)
+
+
+# -- references: the operator's allowlist --------------------------------------------------------
+
+
+def spec_with(param_space: dict[str, Any], run_with: str = "local", **kwargs: Any) -> Any:
+    from radas_flows.inputs.spec import build_spec
+
+    return build_spec(
+        user_name="u",
+        experiment_name="e",
+        trainable=lambda config: {},
+        param_space=param_space,
+        run_with=run_with,
+        cwd="/p",
+        **kwargs,
+    )
+
+
+def test_env_references_read_only_what_the_operator_allows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from radas_flows.errors import RadasValueError
+
+    monkeypatch.setenv("RADAS_SMTP_PASSWORD", "smtp-pass-9f1c")
+    monkeypatch.setenv("WANDB_API_KEY", "wb-env-77")
+    monkeypatch.delenv("RADAS_SECRET_ENV_ALLOWLIST", raising=False)
+    with pytest.raises(
+        RadasValueError,
+        match=r"param_space\['api_key'\] refers to the environment variable "
+        r"'RADAS_SMTP_PASSWORD', which references may not read: RADAS_SECRET_ENV_ALLOWLIST "
+        r"allows nothing",
+    ):
+        spec_with({"api_key": {"env": "RADAS_SMTP_PASSWORD"}})
+    monkeypatch.setenv("RADAS_SECRET_ENV_ALLOWLIST", "WANDB_*, HF_TOKEN")
+    with pytest.raises(RadasValueError, match="allows WANDB_\\*, HF_TOKEN"):
+        spec_with({"api_key": {"env": "RADAS_SMTP_PASSWORD"}})
+    spec = spec_with({"api_key": {"env": "WANDB_API_KEY"}})
+    assert spec.secrets.config == {"api_key": "wb-env-77"}
+    assert spec.param_space == {"api_key": REDACTED}
+    # Under an ordinary key a {"env": ...} dict is a plain value, never read.
+    assert spec_with({"opts": {"env": "RADAS_SMTP_PASSWORD"}}).param_space == {
+        "opts": {"env": "RADAS_SMTP_PASSWORD"}
+    }
+
+
+# -- what a cluster job receives (issue 11, item 3) -------------------------------------------
+
+
+def cluster_driver_spec(spec: Any) -> Any:
+    from radas_flows.stages.submit import driver_spec_for
+    from radas_flows.targets import TargetCheck
+
+    check = TargetCheck("cluster:c", True, 4, 0, 4.0, 0.0, "/results", [])
+    return driver_spec_for(spec.replace(trainable_ref="m:f"), "run", cpu_per_trial=1, check=check)
+
+
+def test_a_cluster_job_spec_carries_variable_names_never_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from radas_flows.driver import encode_spec
+    from radas_flows.errors import RadasValueError
+    from radas_flows.secret_refs import stash_secrets
+
+    monkeypatch.setenv("RADAS_SECRET_ENV_ALLOWLIST", "CLUSTER_WANDB_KEY")
+    monkeypatch.setenv("CLUSTER_WANDB_KEY", "wb-here-5e2a")  # the worker's own value
+    spec = spec_with({"a": 1, "wandb": {"api_key": {"env": "CLUSTER_WANDB_KEY"}}}, "cluster:c")
+    driver_spec = cluster_driver_spec(spec)
+    import base64
+
+    assert b"wb-here-5e2a" not in base64.b64decode(encode_spec(driver_spec))
+    assert driver_spec.secrets.config_env == {"wandb/api_key": "CLUSTER_WANDB_KEY"}
+    env_spec = spec_with(
+        {},
+        run_with="cluster:c",
+        runtime_env={"env_vars": {"HF_TOKEN": {"env": "CLUSTER_WANDB_KEY"}, "OMP": "1"}},
+    )
+    assert env_spec.runtime_env == {"env_vars": {"OMP": "1"}}
+    assert cluster_driver_spec(env_spec).secrets.environ_env == {"HF_TOKEN": "CLUSTER_WANDB_KEY"}
+    # Values cannot go to a cluster at all: literals, stashed values, Secret blocks.
+    stashed, _tokens = stash_secrets({"api_key": "literal-6b1d"})
+    for space, said in [
+        ({"api_key": "literal-6b1d"}, "is a value, which a cluster run cannot send"),
+        (stashed, "is a value held by the calling process"),
+        ({"api_key": {"secret_block": "b"}}, "is a Prefect Secret block"),
+    ]:
+        with pytest.raises(RadasValueError, match=rf"param_space\['api_key'\] {said}") as info:
+            spec_with(space, run_with="cluster:c")
+        assert "write {'env': 'VAR'}" in str(info.value)
+        assert "literal-6b1d" not in str(info.value)
+    with pytest.raises(
+        RadasValueError, match=r"runtime_env\['env_vars'\]\['HF_TOKEN'\] looks like a secret.*"
+    ):
+        spec_with({}, run_with="cluster:c", runtime_env={"env_vars": {"HF_TOKEN": "hf-3"}})
+
+
+def test_a_callback_holding_an_api_key_is_refused() -> None:
+    """Tune pickles run_config, callbacks included, into tuner.pkl in the results folder."""
+    from ray import tune
+
+    from radas_flows.errors import RadasValueError
+
+    class Logger(tune.Callback):
+        def __init__(self) -> None:
+            self.api_key = "cb-key-41aa"
+            self.max_token_len = 512
+
+    kwargs = {"tuner_init_kwargs": {"run_config": tune.RunConfig(callbacks=[Logger()])}}
+    for run_with in ("local", "cluster:c"):
+        with pytest.raises(
+            RadasValueError,
+            match=r"tuner_init_kwargs \['run_config'\]\.callbacks\[0\]\.api_key looks like a "
+            r"secret, and Tune pickles its run_config .* into tuner.pkl",
+        ) as info:
+            spec_with({}, run_with=run_with, **kwargs)
+        assert "cb-key-41aa" not in str(info.value)
+
+
+def test_secret_env_vars_of_a_local_run_reach_only_the_trial() -> None:
+    from radas_flows.secrets import with_secrets
+
+    spec = spec_with({}, runtime_env={"env_vars": {"HF_TOKEN": "hf-loc-2b", "OMP": "1"}})
+    assert spec.runtime_env == {"env_vars": {"OMP": "1"}}  # what Ray gets
+    assert spec.secrets.environ == {"HF_TOKEN": "hf-loc-2b"}
+    import os
+
+    def trainable(config: dict[str, Any]) -> dict[str, Any]:
+        return {"seen": os.environ["HF_TOKEN"] == "hf-loc-2b", "echo": os.environ["HF_TOKEN"]}
+
+    try:
+        out = with_secrets(trainable, {}, spec.secrets.environ)({})
+    finally:
+        os.environ.pop("HF_TOKEN", None)
+    assert out == {"seen": True, "echo": REDACTED}
+
+
+def test_results_tables_redact_values_equal_to_a_registered_secret() -> None:
+    import pandas as pd
+
+    from radas_flows.analysis import redact_frame
+
+    register_secret("smtp-pass-equal-71")
+    df = pd.DataFrame(
+        {"echo": ["smtp-pass-equal-71", "ok"], "n": [1, 2], "note": ["pw=smtp-pass-equal-71", None]}
+    )
+    out = redact_frame(df)
+    assert out["echo"].tolist() == [REDACTED, "ok"]
+    assert out["note"][0] == "pw=***" and out["note"].isna()[1]
+    assert out["n"].tolist() == [1, 2]
+    assert df["echo"][0] == "smtp-pass-equal-71"  # a copy
+
+
+def test_not_secret_env_vars_pass_to_a_cluster_job_as_they_are() -> None:
+    from radas_flows.secret_refs import refuse_literal_parameters, stash_runtime_env
+    from radas_flows.secrets import NotSecret
+
+    env, tokens = stash_runtime_env({"env_vars": {"AWS_ACCESS_KEY_ID": NotSecret("moto-id")}})
+    assert tokens == [] and env == {"env_vars": {"AWS_ACCESS_KEY_ID": {"not_secret": "moto-id"}}}
+    refuse_literal_parameters({}, env)  # what the flow receives is marked, not a literal secret
+    spec = spec_with({}, run_with="cluster:c", runtime_env=env)
+    assert spec.runtime_env == {"env_vars": {"AWS_ACCESS_KEY_ID": "moto-id"}}
+    assert not spec.secrets

@@ -60,9 +60,12 @@ def leaks(outputs: dict[str, str | bytes], *values: str) -> list[str]:
 
 
 def prefect_outputs(experiment_name: str) -> dict[str, str | bytes]:
-    """Everything Prefect stored about the latest run of an experiment."""
+    """Everything Prefect stored about the latest run of an experiment (task states too)."""
     flow_run = pr.flow_run_named(experiment_name)
     return {
+        "task run states": nt.as_text(
+            [t.state.model_dump(mode="json") for t in pr.task_runs_of(flow_run.id) if t.state]
+        ),
         "flow-run parameters": nt.as_text(flow_run.parameters),
         "flow run": nt.as_text(flow_run.model_dump(mode="json")),
         "task runs": nt.as_text([t.model_dump(mode="json") for t in pr.task_runs_of(flow_run.id)]),
@@ -81,6 +84,13 @@ def logged(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
+class KeyHolder(tune.Callback):
+    """A logger callback holding an API key, as ``WandbLoggerCallback(api_key=...)`` does."""
+
+    def __init__(self, api_key: str) -> None:
+        self.api_key = api_key
+
+
 def test_secrets_reach_the_trainable_and_no_output(
     workdir: Path,
     smtp_server: SmtpServer,
@@ -89,18 +99,25 @@ def test_secrets_reach_the_trainable_and_no_output(
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     api_key, password = new_secret("wandb-key"), new_secret("db-pass")
+    hf_token = new_secret("hf-token")
     smtp_env(smtp_server)
     results = asyncio.run(
         run_experiment(
             user_name="secrets",
-            trainable=nt.secret_hash,
+            trainable=nt.secret_echo_all,  # reports and prints the secrets too
             experiment_name="secret-ok",
             param_space={
                 "a": tune.grid_search([1, 2]),
                 "wandb": {"api_key": api_key, "project": "demo"},
                 "db_password": password,
+                "max_token_len": 512,  # ordinary hyperparameters under secret-looking keys
+                "token_budget": tune.grid_search([1000]),
             },
-            tuner_init_kwargs={"tune_config": tune.TuneConfig(metric="score", mode="max")},
+            runtime_env={"env_vars": {"HF_TOKEN": hf_token, "OMP_NUM_THREADS": "1"}},
+            tuner_init_kwargs={
+                "tune_config": tune.TuneConfig(metric="score", mode="max"),
+                "run_config": tune.RunConfig(callbacks=[KeyHolder("")]),  # objects by reference
+            },
             plot_fn=sns.scatterplot,
             plot_kwargs={"x": "config/a", "y": "score", "hue": "config/wandb/api_key"},
             plot_format="svg",  # text in the figure file too
@@ -109,21 +126,34 @@ def test_secrets_reach_the_trainable_and_no_output(
         )
     )
     df, tuner = results["df"], results["tuner"]
+
+    def seen(column: str) -> set[Any]:
+        return set(df[column].dropna())  # a row per report; the first one has fewer metrics
+
     # The trainable saw the real values...
-    assert set(df["key_hash"]) == {nt.digest(api_key)}
-    assert set(df["password_hash"]) == {nt.digest(password)}
-    # ...everything else the placeholder.
-    assert set(df["config/wandb/api_key"]) == {REDACTED}
-    assert set(df["config/db_password"]) == {REDACTED}
-    assert set(df["config/wandb/project"]) == {"demo"}
+    assert seen("key_hash") == {nt.digest(api_key)}
+    assert seen("password_hash") == {nt.digest(password)}
+    assert seen("token_hash") == {nt.digest(hf_token)}
+    # ...everything else the placeholder, metrics equal to a secret included.
+    assert seen("config/wandb/api_key") == {REDACTED}
+    assert seen("config/db_password") == {REDACTED}
+    assert seen("echo_key") == {REDACTED}
+    assert seen("echo_token") == {"token=***"}
+    assert seen("config/wandb/project") == {"demo"}
+    assert seen("config/max_token_len") == {512} and seen("max_token_len_seen") == {512}
+    assert seen("config/token_budget") == {1000}
     results_dir = Path(tuner.experiment_path)
     assert (results_dir / "radas_figure.svg").is_file()
+    assert (results_dir / "radas_results.csv").is_file()
     flow_run = pr.flow_run_named("secret-ok")
     # Prefect stored a reference to a value held by the calling process, not the value.
     stored_key = flow_run.parameters["param_space"]["wandb"]["api_key"]
     assert set(stored_key) == {"secret_ref"}
+    assert set(flow_run.parameters["runtime_env"]["env_vars"]["HF_TOKEN"]) == {"secret_ref"}
+    assert set(flow_run.parameters["tuner_init_kwargs"]) == {"secret_ref"}
+    assert {t.state.type.value for t in pr.task_runs_of(flow_run.id)} == {"COMPLETED"}
     email = smtp_server.messages[0]
-    assert "Best config: {'a': 2, 'wandb': {'api_key': '***', 'project': 'demo'}" in (
+    assert "'wandb': {'api_key': '***', 'project': 'demo'}" in (
         email.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
     )
 
@@ -140,7 +170,7 @@ def test_secrets_reach_the_trainable_and_no_output(
         **prefect_outputs("secret-ok"),
     }
     assert len(outputs) > 20  # the results folder, Ray's logs and Prefect were all searched
-    assert leaks(outputs, api_key, password) == []
+    assert leaks(outputs, api_key, password, hf_token) == []
 
 
 def dump_rows_and_fail(df: Any) -> Any:
@@ -209,6 +239,7 @@ def test_references_for_deployments_env_and_secret_block(
     block_name = f"radas-test-{uuid.uuid4().hex[:8]}"
     Secret(value=password).save(block_name)
     monkeypatch.setenv("RADAS_TEST_WANDB_KEY", api_key)
+    monkeypatch.setenv("RADAS_SECRET_ENV_ALLOWLIST", "RADAS_TEST_*")
     results = radas(
         user_name="secrets",
         trainable="tests.notify_trainables:secret_hash",
@@ -236,6 +267,7 @@ def test_unresolvable_references_are_clear_errors(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("RADAS_TEST_UNSET_KEY", raising=False)
+    monkeypatch.setenv("RADAS_SECRET_ENV_ALLOWLIST", "RADAS_TEST_*")
     base: dict[str, Any] = dict(
         user_name="secrets",
         trainable=nt.secret_hash,
@@ -262,7 +294,9 @@ def test_unresolvable_references_are_clear_errors(
 
 def test_a_secret_cannot_be_a_search_space(workdir: Path) -> None:
     first, second = new_secret("k1"), new_secret("k2")
-    with pytest.raises(RadasValueError, match=r"param_space\['api_key'\] is a secret") as info:
+    with pytest.raises(
+        RadasValueError, match=r"param_space\['api_key'\] is a search space holding"
+    ) as info:
         asyncio.run(
             run_experiment(
                 user_name="secrets",
@@ -305,3 +339,116 @@ def test_trial_errors_are_scrubbed_at_the_source(tmp_path: Path) -> None:
     outputs = {"error": error_text, **file_outputs(tmp_path)}
     assert any("error.txt" in where for where in outputs)
     assert leaks(outputs, api_key) == []
+
+
+def fail_with_the_secret(df: Any) -> Any:
+    """An analysis step that fails quoting a secret it read itself (as a library might)."""
+    raise ValueError(f"upload refused for key {os.environ['RADAS_TEST_TASK_KEY']}")
+
+
+def test_a_failed_task_records_no_secret_in_its_state(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, logged: pytest.LogCaptureFixture
+) -> None:
+    """Prefect stores a failed task's exception text in its state, not through logging."""
+    secret = new_secret("task-key")
+    monkeypatch.setenv("RADAS_TEST_TASK_KEY", secret)
+    monkeypatch.setenv("RADAS_SECRET_ENV_ALLOWLIST", "RADAS_TEST_TASK_KEY")
+    with pytest.raises(ValueError, match=r"upload refused for key \*\*\*"):
+        radas(
+            user_name="secrets",
+            trainable="tests.notify_trainables:echo_api_key",
+            experiment_name="secret-task-fails",
+            param_space={"api_key": {"env": "RADAS_TEST_TASK_KEY"}},
+            process_df_fn=fail_with_the_secret,
+            run_choice="run",
+        )
+    flow_run = pr.flow_run_named("secret-task-fails")
+    (analyze,) = [t for t in pr.task_runs_of(flow_run.id) if t.name.startswith("results_analyze")]
+    assert analyze.state.is_failed()
+    assert "upload refused for key ***" in (analyze.state.message or "")
+    outputs = {"caplog": logged.text, **prefect_outputs("secret-task-fails")}
+    assert leaks(outputs, secret) == []
+
+
+def test_env_references_read_only_allowlisted_variables(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    smtp_password = new_secret("smtp-pass")
+    monkeypatch.setenv("RADAS_SMTP_PASSWORD", smtp_password)
+    monkeypatch.delenv("RADAS_SECRET_ENV_ALLOWLIST", raising=False)
+    base: dict[str, Any] = dict(
+        user_name="secrets",
+        trainable="tests.notify_trainables:echo_api_key",
+        experiment_name="secret-allowlist",
+        param_space={"api_key": {"env": "RADAS_SMTP_PASSWORD"}},
+        run_choice="run",
+    )
+    with pytest.raises(
+        RadasValueError,
+        match=r"param_space\['api_key'\] refers to the environment variable "
+        r"'RADAS_SMTP_PASSWORD', which references may not read",
+    ):
+        radas(**base)
+    # The operator allows it: the trainable gets it, and its echo is redacted.
+    monkeypatch.setenv("RADAS_SECRET_ENV_ALLOWLIST", "RADAS_SMTP_PASSWORD")
+    df = radas(**base)["df"]
+    assert df["echo"].tolist() == [REDACTED]
+    assert leaks(prefect_outputs("secret-allowlist"), smtp_password) == []
+
+
+def test_a_callback_holding_a_key_is_refused_before_anything_runs(workdir: Path) -> None:
+    key = new_secret("callback-key")
+    with pytest.raises(RadasValueError, match=r"callbacks\[0\]\.api_key looks like a secret"):
+        asyncio.run(
+            run_experiment(
+                user_name="secrets",
+                trainable=nt.echo_api_key,
+                experiment_name="secret-callback",
+                param_space={"api_key": new_secret("k")},
+                tuner_init_kwargs={"run_config": tune.RunConfig(callbacks=[KeyHolder(key)])},
+                run_choice="run",
+            )
+        )
+
+
+def test_a_secret_in_clear_as_a_flow_parameter_is_refused(workdir: Path) -> None:
+    with pytest.raises(
+        RadasValueError,
+        match=r"param_space\['api_key'\] is a secret given in clear as a flow parameter",
+    ):
+        radas(
+            user_name="secrets",
+            trainable="tests.notify_trainables:echo_api_key",
+            experiment_name="secret-literal",
+            param_space={"api_key": "literal-in-the-ui"},
+            run_choice="run",
+        )
+    with pytest.raises(
+        RadasValueError, match=r"runtime_env\['env_vars'\]\['HF_TOKEN'\] is a secret given"
+    ):
+        radas(
+            user_name="secrets",
+            trainable="tests.notify_trainables:echo_api_key",
+            experiment_name="secret-literal",
+            param_space={"api_key": {"secret_block": "x"}},
+            runtime_env={"env_vars": {"HF_TOKEN": "hf-in-the-ui"}},
+            run_choice="run",
+        )
+
+
+def test_a_search_space_over_secrets_is_refused_naming_its_key(workdir: Path) -> None:
+    first, second = new_secret("k1"), new_secret("k2")
+    with pytest.raises(
+        RadasValueError, match=r"param_space\['creds'\] is a search space holding secret"
+    ) as info:
+        asyncio.run(
+            run_experiment(
+                user_name="secrets",
+                trainable=nt.echo_api_key,
+                experiment_name="secret-grid-dicts",
+                param_space={"creds": tune.grid_search([{"api_key": first}, {"api_key": second}])},
+                run_choice="run",
+            )
+        )
+    text = "".join(traceback.format_exception(info.value))
+    assert first not in text and second not in text

@@ -26,7 +26,8 @@ from radas_flows.inputs.rules import (
     plot_format_key,
     supported_plot_formats,
 )
-from radas_flows.secret_refs import separate_secrets
+from radas_flows.secret_plan import TrialSecrets, find_secrets
+from radas_flows.secret_refs import resolve_stashed
 from radas_flows.targets import target_for
 
 #: What ``run_choice`` may say when the experiment exists (``None``: ask).
@@ -206,7 +207,7 @@ class ExperimentSpec:
     email_notification_to_address: str | None
     cpu_per_trial: float
     cwd: str
-    secrets: dict[str, Any] = field(default_factory=dict, repr=False)
+    secrets: TrialSecrets = field(default_factory=TrialSecrets, repr=False)
 
     def replace(self, **changes: Any) -> ExperimentSpec:
         return dataclasses.replace(self, **changes)
@@ -241,11 +242,12 @@ def build_spec(
 ) -> ExperimentSpec:
     """Validate every argument of ``run_experiment`` and return the immutable spec.
 
-    Secrets in ``param_space`` (values under keys such as ``api_key``, ``password``,
-    ``token``; see :mod:`radas_flows.secrets`) are split off: ``spec.param_space`` holds
-    ``"***"`` in their place, ``spec.secrets`` the values, which the driver gives back to the
-    trainable only. References (``{"env": "VAR"}``, ``{"secret_block": "name"}``) are resolved
-    here; the values are registered so that logs scrub them.
+    Secrets (strings under keys such as ``api_key``, ``password``, ``token``, values wrapped in
+    ``Secret``, secret-named ``runtime_env`` env_vars; see :mod:`radas_flows.secrets`) are split
+    off: ``spec.param_space`` holds ``"***"`` in their place and ``spec.secrets`` says how the
+    driver gives them to the trainable, as the run target decides (``Target.trial_secrets``):
+    resolved here and registered so that logs scrub them (a local run), or as names of
+    variables the job reads on the cluster.
 
     Raises:
         RadasValueError: naming the first bad value and how to fix it.
@@ -258,9 +260,12 @@ def build_spec(
     placement = target_for(target)
     choice = placement.check_run_choice(check_run_choice(run_choice))
     trainable_obj, trainable_ref = check_trainable(trainable, cwd=cwd)
-    env = placement.check_runtime_env(_check_dict("runtime_env", runtime_env))
-    space, secrets = separate_secrets(_check_dict("param_space", param_space))
-    tik = check_tuner_init_kwargs(tuner_init_kwargs)
+    tik = check_tuner_init_kwargs(resolve_stashed(tuner_init_kwargs))
+    space, plain_env, found = find_secrets(
+        _check_dict("param_space", param_space), _check_dict("runtime_env", runtime_env), tik
+    )
+    env = placement.check_runtime_env(plain_env)
+    secrets = placement.trial_secrets(found)
     cpus = placement.check_cpu_per_trial(cpu_per_trial, cpu_cap)
     fmt = check_plot_format(plot_format)
     analysis = AnalysisOptions(

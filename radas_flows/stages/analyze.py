@@ -8,6 +8,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from radas_flows._artifacts import artifact_key, create_table
+from radas_flows._redaction import scrub_errors
 from radas_flows.analysis import AnalysisResult, analyze_results
 from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.secrets import redact
@@ -23,6 +24,7 @@ def output_dir(spec: ExperimentSpec, results_path: str) -> str:
 
 
 @task(name="results_analyze", cache_policy=NO_CACHE, persist_result=False)
+@scrub_errors
 def results_analyze(spec: ExperimentSpec, tuner: Tuner | None, results_path: str) -> AnalysisResult:
     """Build the DataFrame and figure (reading stored results back for analyze-only runs)."""
     logger = get_run_logger()

@@ -6,6 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from radas_flows._artifacts import artifact_key, create_table
+from radas_flows._redaction import scrub_errors
 from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.targets import ClusterUnavailableError, TargetCheck, target_for
 
@@ -13,6 +14,7 @@ __all__ = ["cluster_check"]
 
 
 @task(name="cluster_check", cache_policy=NO_CACHE, persist_result=False)
+@scrub_errors
 def cluster_check(spec: ExperimentSpec) -> TargetCheck:
     """Check the run target and record the availability table as an artifact.
 

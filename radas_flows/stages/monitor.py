@@ -11,6 +11,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from radas_flows._artifacts import ProgressArtifact, artifact_key
+from radas_flows._redaction import scrub_errors
 from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.targets import Progress, RunHandle, target_for
 from radas_flows.tuner import Tuner
@@ -56,6 +57,7 @@ def follow_run(spec: ExperimentSpec, handle: RunHandle, logger: Any) -> MonitorR
 
 
 @task(name="experiment_monitor", cache_policy=NO_CACHE, persist_result=False)
+@scrub_errors
 def experiment_monitor(spec: ExperimentSpec, handle: RunHandle) -> MonitorResult:
     """Follow the experiment to its end and classify each trial's outcome."""
     return follow_run(spec, handle, get_run_logger())

@@ -6,6 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from radas_flows._artifacts import artifact_key, create_markdown
+from radas_flows._redaction import scrub_errors
 from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.report import (
     DEFAULT_NOTIFY_RETRIES,
@@ -26,6 +27,7 @@ __all__ = ["email_notify", "notify_run", "report_run"]
     retries=DEFAULT_NOTIFY_RETRIES,
     retry_delay_seconds=DEFAULT_NOTIFY_RETRY_DELAY_S,
 )
+@scrub_errors
 def email_notify(report: RunReport) -> bool:
     """Email the run report (the figure attached) to ``report.email_to``.
 

@@ -11,6 +11,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from radas_flows._redaction import scrub_errors
 from radas_flows.driver import config_list_searcher
 from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.oom.detect import classify_error
@@ -160,6 +161,7 @@ class RoundOutcome:
     retry_delay_seconds=SUBMIT_RETRY_DELAYS_S,
     retry_condition_fn=retry_when_transient,
 )
+@scrub_errors
 def oom_retry(
     spec: ExperimentSpec, check: TargetCheck, entry: OomRound, configs: list[dict[str, Any]]
 ) -> RoundOutcome:

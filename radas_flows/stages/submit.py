@@ -8,6 +8,7 @@ from typing import Any, Literal
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from radas_flows._redaction import scrub_errors
 from radas_flows.core import user_results_path
 from radas_flows.driver import DriverSpec
 from radas_flows.inputs.spec import ExperimentSpec
@@ -101,6 +102,7 @@ def retry_when_transient(task: Any, task_run: Any, state: Any) -> bool:
     retry_delay_seconds=SUBMIT_RETRY_DELAYS_S,
     retry_condition_fn=retry_when_transient,
 )
+@scrub_errors
 def experiment_submit(
     spec: ExperimentSpec, mode: Literal["run", "restore"], check: TargetCheck
 ) -> RunHandle:
@@ -114,6 +116,7 @@ def experiment_submit(
 
 
 @task(name="experiment_attach", cache_policy=NO_CACHE, persist_result=False)
+@scrub_errors
 def experiment_attach(spec: ExperimentSpec, check: TargetCheck) -> RunHandle | None:
     """Find the running job for ``run_choice="attach"`` / ``"stop_attach"``, stopping it for the latter.
 

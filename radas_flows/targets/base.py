@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from radas_flows._artifacts import ProgressArtifact
     from radas_flows.driver import DriverSpec
     from radas_flows.inputs.spec import ExperimentSpec
+    from radas_flows.secret_plan import FoundSecrets, TrialSecrets
     from radas_flows.tuner import Tuner
 
 __all__ = [
@@ -131,6 +132,10 @@ class Target(Protocol):
 
     def check_cpu_per_trial(self, cpu_per_trial: object, cpu_cap: float | None) -> float:
         """Check ``cpu_per_trial`` against the most one trial may get here (or ``cpu_cap``)."""
+        ...
+
+    def trial_secrets(self, found: FoundSecrets) -> TrialSecrets:
+        """How the run's secrets reach the trainable here (resolved now, or read in the job)."""
         ...
 
     def check(self, spec: ExperimentSpec) -> TargetCheck:

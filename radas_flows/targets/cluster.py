@@ -47,6 +47,7 @@ from radas_flows.targets.cluster_follow import (
 if TYPE_CHECKING:
     from radas_flows.driver import DriverSpec
     from radas_flows.inputs.spec import ExperimentSpec
+    from radas_flows.secret_plan import FoundSecrets, TrialSecrets
     from radas_flows.tuner import Tuner
 
 __all__ = ["KEEP_JOB_ENV", "STOP_TIMEOUT_S", "ClusterRun", "ClusterTarget", "keep_job_on_exit"]
@@ -66,6 +67,10 @@ class ClusterTarget:
 
     def check_runtime_env(self, runtime_env: dict[str, Any]) -> dict[str, Any]:
         return check_runtime_env(runtime_env, local=False)
+
+    def trial_secrets(self, found: FoundSecrets) -> TrialSecrets:
+        """Only names of variables the job reads from its environment on the cluster."""
+        return found.references_for_job(self.name)
 
     def check_cpu_per_trial(self, cpu_per_trial: object, cpu_cap: float | None) -> float:
         """Checked against ``cpu_per_node`` by :meth:`check`, once the registry is read."""
@@ -159,6 +164,11 @@ class ClusterTarget:
         """
         import radas_flows
 
+        if driver_spec.secrets.config or driver_spec.secrets.environ:
+            raise RadasValueError(  # trial_secrets never gives a cluster run any values
+                "A cluster job's spec may hold only names of environment variables as secrets, "
+                "never values: its package and entrypoint can be read by every cluster user."
+            )
         logger = run_logger("radas_flows.clusters")
         name = self.name
         client = job_client(get_cluster(name))

@@ -27,6 +27,7 @@ from radas_flows.targets.base import (
 if TYPE_CHECKING:
     from radas_flows.driver import DriverSpec
     from radas_flows.inputs.spec import ExperimentSpec
+    from radas_flows.secret_plan import FoundSecrets, TrialSecrets
     from radas_flows.tuner import Tuner
 
 __all__ = ["RELEASE_WAIT_S", "LocalRun", "LocalTarget", "ensure_local_ray", "held_resources"]
@@ -66,6 +67,10 @@ class LocalTarget:
 
     def check_runtime_env(self, runtime_env: dict[str, Any]) -> dict[str, Any]:
         return check_runtime_env(runtime_env, local=True)
+
+    def trial_secrets(self, found: FoundSecrets) -> TrialSecrets:
+        """Resolved in this process: the trials run on this machine's private Ray."""
+        return found.resolve_here()
 
     def check_cpu_per_trial(self, cpu_per_trial: object, cpu_cap: float | None) -> float:
         cap = float(local_cpus()) if cpu_cap is None else cpu_cap

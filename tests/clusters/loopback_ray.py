@@ -22,6 +22,8 @@ import psutil
 # Every process of the test cluster inherits this variable (raylet, GCS, dashboard, job
 # drivers, workers), so teardown can find exactly those processes and no others.
 MARKER_ENV = "RADAS_TEST_RAY_HEAD"
+#: A variable set only in the head's environment (so in every job's): a secret "on the cluster".
+CLUSTER_SECRET_ENV = "RADAS_TEST_CLUSTER_SECRET"
 
 
 def free_port() -> int:
@@ -42,6 +44,7 @@ class RayHead:
     registry: Path
     offline_url: str
     start_seconds: float
+    cluster_secret: str = ""  # the value of CLUSTER_SECRET_ENV on the cluster
 
     @property
     def token(self) -> str:
@@ -144,6 +147,7 @@ def start_head(num_cpus: int = 2, num_gpus: int = 2) -> RayHead:
             "metrics-export-port",
         )
     }
+    cluster_secret = f"cluster-secret-{secrets.token_hex(16)}"
     env = dict(os.environ)
     for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN"):
         env.pop(name, None)
@@ -159,6 +163,7 @@ def start_head(num_cpus: int = 2, num_gpus: int = 2) -> RayHead:
             # Job entrypoints run `python`: make it this virtual environment's.
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
             MARKER_ENV: str(temp_dir),
+            CLUSTER_SECRET_ENV: cluster_secret,
         }
     )
     cmd = [
@@ -192,6 +197,7 @@ def start_head(num_cpus: int = 2, num_gpus: int = 2) -> RayHead:
         registry=temp_dir / "clusters.toml",
         offline_url=f"http://127.0.0.1:{free_port()}",
         start_seconds=0.0,
+        cluster_secret=cluster_secret,
     )
     try:
         output, _ = proc.communicate(timeout=180)

@@ -15,6 +15,7 @@ from radas_flows.clusters.job_package import (
     write_job_package,
 )
 from radas_flows.driver import DriverSpec, decode_spec
+from radas_flows.secret_plan import TrialSecrets
 from radas_flows.targets.base import PROGRESS_MARKER
 from radas_flows.targets.cluster import KEEP_JOB_ENV, keep_job_on_exit
 
@@ -98,21 +99,21 @@ def test_job_package_runs_the_driver_with_its_spec(
         storage_path="/results/erin",
         name="exp",
         resources={"cpu": 1.0},
-        secrets={"api_key": "s3cr3t"},
+        secrets=TrialSecrets(config_env={"api_key": "RADAS_TEST_API_KEY"}),
         run_id="abc123",
     )
     package = write_job_package(spec, tmp_path)
     assert package.name == "radas_job_abc123"
     main_source = (package / "__main__.py").read_text()
     assert 'main(["--spec", SPEC])' in main_source
-    assert "s3cr3t" not in main_source  # the spec travels only as the package's data
+    assert "RADAS_TEST_API_KEY" not in main_source  # the spec travels only as the package's data
     monkeypatch.syspath_prepend(str(tmp_path))
     try:
         module = importlib.import_module(package.name)
         decoded = decode_spec(module.SPEC)
     finally:
         sys.modules.pop(package.name, None)
-    assert decoded.secrets == {"api_key": "s3cr3t"}
+    assert decoded.secrets.config_env == {"api_key": "RADAS_TEST_API_KEY"}
     assert (decoded.trainable, decoded.run_id, decoded.experiment_path) == (
         "trainable:trainable",
         "abc123",

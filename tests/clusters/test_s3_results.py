@@ -6,21 +6,24 @@ import asyncio
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ray import tune
 
 from radas_flows import run_experiment
+from radas_flows.secrets import NotSecret
 from tests.clusters.helpers import import_source, loopback_variant
 from tests.clusters.loopback_ray import RayHead
 
 pytestmark = [pytest.mark.cluster, pytest.mark.usefixtures("radas_env")]
 
 BUCKET = "cluster-results"
-# moto accepts any credentials; these are not secrets of anything real.
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing-key-id",
-    "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+# moto accepts any credentials; these are not secrets of anything real (NotSecret says so: a
+# real key would be set on the cluster's nodes, or passed as {"env": "VAR"}).
+AWS_ENV: dict[str, Any] = {
+    "AWS_ACCESS_KEY_ID": NotSecret("testing-key-id"),
+    "AWS_SECRET_ACCESS_KEY": NotSecret("testing-secret-key"),
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_EC2_METADATA_DISABLED": "true",
 }
@@ -44,7 +47,7 @@ def s3_endpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     for key, value in {**AWS_ENV, "AWS_ENDPOINT_URL": endpoint}.items():
-        monkeypatch.setenv(key, value)
+        monkeypatch.setenv(key, getattr(value, "value", value))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the local copy of CSV and figure
