@@ -119,7 +119,9 @@ def resolve_trainable(trainable: Any) -> Any:
     if isinstance(trainable, str):
         from radas_flows.inputs.references import resolve_trainable_reference
 
-        return resolve_trainable_reference(trainable, cwd=os.getcwd())
+        # The driver spec is radas' own (written by the submitting flow, which checked a
+        # reference given as a parameter): an object's reference may name an installed module.
+        return resolve_trainable_reference(trainable, cwd=os.getcwd(), project_only=False)
     return trainable
 
 
