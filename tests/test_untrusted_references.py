@@ -237,3 +237,92 @@ def test_kwargs_of_a_hook_reach_it_as_plain_data(workdir: Path) -> None:
     )
     assert args["process_df_fn_kwargs"] == kwargs
     assert args["process_df_fn"](None, **args["process_df_fn_kwargs"]) == kwargs
+
+
+# ---------------------------------------------------------------------------------------------
+# rcParams are plain settings: none that imports a module or runs a program
+# ---------------------------------------------------------------------------------------------
+
+_PLOT_WITH_RC_PARAMS = """
+import json, sys
+import pandas as pd
+import seaborn
+from radas_flows.analysis import analyze_results
+from radas_flows.inputs.flow_params import spec_arguments
+from radas_flows.inputs.spec import build_spec
+
+parameters = spec_arguments(json.loads(sys.argv[1]), cwd=sys.argv[2])
+spec = build_spec(
+    user_name="u", trainable=lambda c: {}, experiment_name="x", cwd=sys.argv[2],
+    tuner_to_df_fn=lambda tuner: pd.DataFrame({"a": [1, 2], "b": [3, 4]}),
+    plot_fn=seaborn.lineplot, plot_kwargs={"x": "a", "y": "b"}, **parameters,
+)
+try:
+    analyze_results(None, spec.analysis, None)
+except Exception as e:
+    print(type(e).__name__, e)
+"""
+
+
+@pytest.mark.parametrize(
+    "rc",
+    [
+        {"backend": "module://{probe}"},
+        {"backend_fallback": True, "backend": "module://{probe}"},
+    ],
+)
+def test_rc_params_from_json_import_no_module(
+    tmp_path: Path, workdir: Path, rc: dict[str, Any]
+) -> None:
+    import subprocess
+    import sys
+
+    probe = f"rc_probe_{uuid.uuid4().hex[:8]}"
+    marker = tmp_path / "IMPORTED"
+    elsewhere = tmp_path / "site"  # a module anywhere on the path: site-packages, say
+    elsewhere.mkdir()
+    (elsewhere / f"{probe}.py").write_text(
+        f"open({str(marker)!r}, 'w').write('imported')\nFigureCanvas = None\n"
+    )
+    parameters = {
+        "matplotlib_rcParams_update": {
+            key: value.format(probe=probe) if isinstance(value, str) else value
+            for key, value in rc.items()
+        }
+    }
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(elsewhere)]),
+        "MPLBACKEND": "Agg",  # a headless worker; pyplot picks its backend at the first figure
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _PLOT_WITH_RC_PARAMS, json.dumps(parameters), str(workdir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert not marker.exists(), f"rcParams imported {probe}: {done.stdout}{done.stderr}"
+    assert "matplotlib_rcParams_update['backend" in done.stderr, done.stderr
+    assert "process_sns_fn" in done.stderr  # where a project sets such settings itself
+
+
+@pytest.mark.parametrize(
+    "key", ["backend", "animation.ffmpeg_path", "pgf.texsystem", "text.latex.preamble"]
+)
+def test_rc_params_that_name_code_or_programs_are_refused(key: str) -> None:
+    with pytest.raises(ParameterError, match=rf"matplotlib_rcParams_update\['{key}'\]"):
+        build_spec(
+            user_name="u",
+            trainable=lambda c: {},
+            experiment_name="x",
+            matplotlib_rcParams_update={key: "x", "figure.figsize": [7, 4.5]},
+        )
+    spec = build_spec(
+        user_name="u",
+        trainable=lambda c: {},
+        experiment_name="x",
+        matplotlib_rcParams_update={"figure.figsize": [7, 4.5], "font.size": 9},
+    )
+    assert spec.analysis.matplotlib_rcParams_update == {"figure.figsize": [7, 4.5], "font.size": 9}
