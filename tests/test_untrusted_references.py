@@ -151,6 +151,8 @@ def test_references_outside_the_project_are_refused(ref: str, kind: str, workdir
             resolve()
         assert kind in str(e.value)
         assert str(workdir) in str(e.value)
+        module, attribute = ref.split(":")
+        assert f"`from {module} import {attribute.split('.')[0]}`" in str(e.value)
 
 
 def test_the_project_is_refused_its_venv_and_radas_flows_when_they_lie_inside(

@@ -172,14 +172,14 @@ def _spec_locations(module_name: str) -> list[str] | None:
 
 
 def _not_project_error(field: str, ref: str, module: str, what: str, directory: str) -> str:
-    attribute = ref.split(":", 1)[1].split(".")[0]
+    named, attribute = (part.strip() for part in ref.split(":", 1))
     return (
         f"{field}={ref!r}: module {module!r} is {what}, not code of the project in {directory}: "
         "references given as parameters may name only modules in the project (files under the "
         "run's working directory), never the standard library, site-packages or radas_flows "
         "itself. To use it, expose it from the project: add a small module there, e.g. "
-        f"hooks.py containing `from {module} import {attribute}`, and give "
-        f"{field}='hooks:{ref.split(':', 1)[1]}'."
+        f"hooks.py containing `from {named} import {attribute.split('.')[0]}`, and give "
+        f"{field}='hooks:{attribute}'."
     )
 
 
