@@ -178,3 +178,35 @@ def test_completed_ids_radas_writes_read_back(tmp_path: Path) -> None:
     assert read_completed_ids(experiment) == set()
     write_completed_ids(experiment, ["7e2f0_00001", "7e2f0_00000"])
     assert read_completed_ids(experiment) == {"7e2f0_00000", "7e2f0_00001"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Job metadata (the loopback-cluster attach tests are in tests/clusters/test_tenants.py)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metadata", "match"),
+    [
+        ({"radas_experiment_path": "/r/u/other"}, r"names the results path '/r/u/other', not"),
+        ({"radas_experiment_path": "/r/u/e/../../x"}, r"names the results path"),
+        ({"radas_run_id": "../../x"}, r"names the run id '\.\./\.\./x'"),
+        ({"radas_run_id": 12}, r"names the run id 12"),
+    ],
+)
+def test_job_metadata_other_than_ours_is_refused(metadata: dict[str, Any], match: str) -> None:
+    from types import SimpleNamespace
+
+    from radas_flows.clusters.tenancy import checked_run_id
+    from radas_flows.errors import ExperimentStateError
+
+    job = SimpleNamespace(submission_id="radas-u-1", job_id=None, metadata=metadata)
+    with pytest.raises(ExperimentStateError, match=match) as e:
+        checked_run_id(job, experiment_path="/r/u/e", cluster="c")
+    assert "Job radas-u-1 on cluster 'c'" in str(e.value)
+    ok = SimpleNamespace(
+        submission_id="radas-u-1",
+        job_id=None,
+        metadata={"radas_experiment_path": "/r/u/e", "radas_run_id": "0123456789ab"},
+    )
+    assert checked_run_id(ok, experiment_path="/r/u/e", cluster="c") == "0123456789ab"
