@@ -8,6 +8,7 @@ method that evaluates an expression, and radas_flows' own driver entrypoint as a
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import pickle
@@ -76,16 +77,18 @@ def test_pandas_eval_hook_from_json_runs_nothing(
             }
         )
     )
-    with pytest.raises(ParameterError) as e:
+    try:
         radas(**parameters)
-    assert not pwned.exists(), "the expression ran: pandas:DataFrame.eval was accepted"
-    text = str(e.value)
+    except ParameterError as e:
+        text = str(e)
+    else:
+        text = "the flow accepted process_df_fn='pandas:DataFrame.eval'"
+    assert not pwned.exists(), f"the expression ran the command: {pwned.read_text()!r}"
     assert "process_df_fn='pandas:DataFrame.eval'" in text
     assert "site-packages" in text and PROJECT_ONLY.replace("\\", "") in text
     assert "from pandas import DataFrame" in text  # how to expose it from the project
 
 
-@pytest.mark.usefixtures("radas_env")
 def test_driver_entrypoint_as_trainable_from_json_runs_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -93,31 +96,32 @@ def test_driver_entrypoint_as_trainable_from_json_runs_nothing(
 
     monkeypatch.chdir(ROOT)
     pwned = tmp_path / "PWNED"
-    payload, pad = "/", ""
-    while "/" in payload or "+" in payload:  # a key argparse and base64 both read back whole
-        payload = base64.b64encode(pickle.dumps(_System(f"id > {pwned}{pad}"))).decode()
-        pad += " "
+    payload = base64.b64encode(pickle.dumps(_System(f"id > {pwned}"))).decode()
+    # Tune calls a function trainable as trainable(config): main's argparse reads the config's
+    # keys as argv, and `--spec` goes to pickle.loads.
+    config = {f"--spec={payload}": 1}
     parameters = _flow_parameters(
         json.dumps(
             {
                 "user_name": "attacker",
                 "trainable": "radas_flows.driver:main",
                 "experiment_name": f"driver-{uuid.uuid4().hex[:6]}",
-                # Tune calls main(config): argparse reads the config's keys as argv.
-                "param_space": {f"--spec={payload}": 1},
-                "run_choice": "run",
-                "dos": ["run"],
+                "param_space": config,
             }
         )
     )
+    arguments = dict(parameters)
     try:
-        radas(**parameters)
+        spec = build_spec(**spec_arguments(arguments, cwd=str(ROOT)), cwd=str(ROOT))
     except ParameterError as e:
-        assert "trainable='radas_flows.driver:main'" in str(e)
-        assert "radas_flows itself" in str(e)
-    except Exception:  # the trial ran (and failed after the payload): the attack worked
-        pass
-    assert not pwned.exists(), "the pickled payload ran: radas_flows.driver:main was accepted"
+        text = str(e)
+    else:
+        with contextlib.suppress(Exception):
+            spec.trainable(config)  # what a Tune trial does with the spec's trainable
+        text = "the flow's parameters accepted trainable='radas_flows.driver:main'"
+    assert not pwned.exists(), f"the pickled payload ran the command: {pwned.read_text()!r}"
+    assert "trainable='radas_flows.driver:main'" in text and "radas_flows itself" in text, text
+    # The flow itself refuses it before anything runs.
     with pytest.raises(ParameterError, match=r"radas_flows itself"):
         radas(**parameters)
 
