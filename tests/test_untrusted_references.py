@@ -332,3 +332,18 @@ def test_rc_params_that_name_code_or_programs_are_refused(key: str) -> None:
         matplotlib_rcParams_update={"figure.figsize": [7, 4.5], "font.size": 9},
     )
     assert spec.analysis.matplotlib_rcParams_update == {"figure.figsize": [7, 4.5], "font.size": 9}
+
+
+def test_a_namespace_package_resolves_only_its_project_modules(
+    workdir: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"ns_{uuid.uuid4().hex[:8]}"
+    (workdir / name).mkdir()
+    (workdir / name / "mine.py").write_text("def hook(df):\n    return df\n")
+    elsewhere = tmp_path_factory.mktemp("elsewhere")  # not under the working directory
+    (elsewhere / name).mkdir(parents=True)
+    (elsewhere / name / "theirs.py").write_text("def hook(df):\n    return df\n")
+    monkeypatch.syspath_prepend(str(elsewhere))
+    assert resolve_callable_reference(f"{name}.mine:hook", field="process_df_fn", cwd=workdir)
+    with pytest.raises(ParameterError, match=r"outside the run's working directory"):
+        resolve_callable_reference(f"{name}.theirs:hook", field="process_df_fn", cwd=workdir)

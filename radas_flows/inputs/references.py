@@ -141,25 +141,38 @@ def _inside(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _where(locations: list[str], directory: str) -> str | None:
-    """What the code at ``locations`` is, when it is not the project's in ``directory``."""
+def _where(locations: list[str], directory: str, *, namespace: bool = False) -> str | None:
+    """What the code at ``locations`` is, when it is not the project's in ``directory``.
+
+    A namespace package (``namespace``) may also have portions outside the project on the
+    path, as long as none is in a foreign area and one is in the project; the module imported
+    from it is checked on its own file afterwards.
+    """
     if not locations:
         return "built into Python"
     project = os.path.realpath(directory)
+    outside = []
     for location in (os.path.realpath(path) for path in locations):
         for folder, what in _foreign_areas():
             if _inside(location, folder):
                 return what
         if not _inside(location, project):
-            return f"outside the run's working directory ({location})"
+            outside.append(location)
+    if outside and (not namespace or len(outside) == len(locations)):
+        return f"outside the run's working directory ({outside[0]})"
     return None
 
 
-def _spec_locations(module_name: str) -> list[str] | None:
-    """Where a top-level module would be imported from, without running it (None: not found)."""
+def _is_namespace(module: Any) -> bool:
+    return not getattr(module, "__file__", None) and hasattr(module, "__path__")
+
+
+def _spec_locations(module_name: str) -> tuple[list[str], bool] | None:
+    """Where a top-level module would be imported from, without running it, and whether it
+    is a namespace package (None: not found)."""
     loaded = sys.modules.get(module_name)
     if loaded is not None:
-        return _locations(loaded)
+        return _locations(loaded), _is_namespace(loaded)
     try:
         spec = importlib.util.find_spec(module_name)
     except (ImportError, ValueError):
@@ -167,8 +180,9 @@ def _spec_locations(module_name: str) -> list[str] | None:
     if spec is None:
         return None
     if spec.submodule_search_locations is not None:
-        return [os.path.abspath(p) for p in spec.submodule_search_locations]
-    return [os.path.abspath(spec.origin)] if spec.has_location and spec.origin else []
+        paths = [os.path.abspath(p) for p in spec.submodule_search_locations]
+        return paths, not (spec.has_location and spec.origin)
+    return ([os.path.abspath(spec.origin)] if spec.has_location and spec.origin else []), False
 
 
 def _not_project_error(field: str, ref: str, module: str, what: str, directory: str) -> str:
@@ -203,11 +217,11 @@ def check_project_module(ref: str, *, field: str, directory: str, module: Any = 
     top = module_name.split(".")[0]
     checks = [(top, _spec_locations(top))]
     if module is not None:
-        checks.append((module_name, _locations(module)))
-    for name, locations in checks:
-        if locations is None:  # not found: the import reports it
+        checks.append((module_name, (_locations(module), _is_namespace(module))))
+    for name, found in checks:
+        if found is None:  # not found: the import reports it
             continue
-        what = _where(locations, directory)
+        what = _where(found[0], directory, namespace=found[1])
         if what is not None:
             raise ParameterError(_not_project_error(field, ref, name, what, directory))
 
