@@ -33,9 +33,29 @@ def _cmd_experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_stop_user(user: str, other_user: bool) -> None:
+    """Refuse ``--user`` other than the caller's login name unless ``--other-user`` says so."""
+    if other_user:
+        return
+    try:
+        login = current_user_name()
+    except RuntimeError as e:
+        raise PermissionError(
+            f"cannot tell whether --user {user} is you: {e} Add --other-user to stop a job of "
+            f"user {user!r} anyway."
+        ) from e
+    if user != login:
+        raise PermissionError(
+            f"--user {user} is not your login name ({login!r}): radas stop stops only your own "
+            f"jobs. If jobs of user {user!r} are yours to stop (your runs give that user_name, "
+            "or you look after this cluster), add --other-user."
+        )
+
+
 def _cmd_stop(args: argparse.Namespace) -> int:
     from radas_flows.management import get_client
 
+    _check_stop_user(args.user, args.other_user)
     client = get_client(args.user, f"cluster:{args.cluster}", timeout=args.timeout)
     client.stop_job_by_id(args.job_id, wait=args.wait)
     return 0
@@ -85,10 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_args(experiments)
     experiments.set_defaults(func=_cmd_experiments)
 
-    stop = commands.add_parser("stop", help="stop one of your jobs on a cluster")
+    stop = commands.add_parser(
+        "stop",
+        help="stop one of your jobs on a cluster",
+        description=(
+            "Stop one radas job on a cluster. The job's metadata must name --user, and --user "
+            "must be your login name (the default) unless --other-user is given. These checks "
+            "guard against stopping someone else's job by mistake; they are not access "
+            "control: whoever holds the cluster's token can stop any job with `ray job stop`."
+        ),
+    )
     stop.add_argument("job_id", metavar="JOB_ID", help="the job id from `radas experiments`")
     _add_cluster_args(stop)
     stop.add_argument("--wait", action="store_true", help="wait until the job has stopped")
+    stop.add_argument(
+        "--other-user",
+        action="store_true",
+        help=(
+            "allow --user to name someone other than your login name (your runs use another "
+            "user_name, or you look after the cluster)"
+        ),
+    )
     stop.set_defaults(func=_cmd_stop)
     return parser
 

@@ -6,11 +6,13 @@ import base64
 import dataclasses
 import json
 import os
+import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from radas_flows.errors import RadasValueError
 from radas_flows.storage import Storage
 
 if TYPE_CHECKING:
@@ -133,14 +135,42 @@ def resolve_trainable(trainable: Any) -> Any:
     if isinstance(trainable, str):
         from radas_flows.inputs.references import resolve_trainable_reference
 
-        return resolve_trainable_reference(trainable, cwd=os.getcwd())
+        # The driver spec is radas' own (written by the submitting flow, which checked a
+        # reference given as a parameter): an object's reference may name an installed module.
+        return resolve_trainable_reference(trainable, cwd=os.getcwd(), project_only=False)
     return trainable
 
 
+_TRIAL_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
 def read_completed_ids(experiment: Storage) -> set[str]:
-    """Trial ids the driver saw complete before Tune stopped early (empty when it did not)."""
-    text = experiment.child(COMPLETED_FILE).read_text()
-    return set(json.loads(text)) if text else set()
+    """Trial ids the driver saw complete before Tune stopped early (empty when it did not).
+
+    Raises:
+        RadasValueError: The file holds anything but a JSON list of trial ids (the results
+            root may be shared: the message names the file and the bad entry).
+    """
+    file = experiment.child(COMPLETED_FILE)
+    text = file.read_text()
+    if not text:
+        return set()
+    try:
+        ids = json.loads(text)
+        found = None
+    except ValueError as e:
+        ids, found = [], f"text that is not JSON ({e})"
+    if not isinstance(ids, list):
+        found = repr(ids)
+    bad = [i for i in ids if not (isinstance(i, str) and _TRIAL_ID.fullmatch(i))]
+    if found or bad:
+        raise RadasValueError(
+            f"{file} must hold a JSON list of trial ids (letters, digits, _ and -), as radas "
+            f"writes it; found {found or repr(bad[0])}. Someone else wrote this file: delete it "
+            "(trial statuses are then the ones Tune saved) and check who can write the results "
+            "root."
+        )
+    return set(ids)
 
 
 def write_completed_ids(experiment: Storage, trial_ids: Iterable[str]) -> None:

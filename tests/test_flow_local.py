@@ -75,9 +75,14 @@ def test_sync_wrapper_and_direct_flow_call(workdir: Path) -> None:
         run_choice="run",
     )
     assert results["df"]["score"].tolist() == [4]
+    # A reference from the flow's parameters names a module of the project (the working
+    # directory): the project exposes the test trainable by importing it.
+    (workdir / "direct_call_trainables.py").write_text(
+        "from tests.trainables_for_tests import returning\n"
+    )
     direct = radas(
         user_name="tester",
-        trainable="tests.trainables_for_tests:returning",
+        trainable="direct_call_trainables:returning",
         experiment_name="direct",
         param_space={"a": tune.grid_search([7])},
         run_choice="run",

@@ -240,9 +240,13 @@ def test_references_for_deployments_env_and_secret_block(
     Secret(value=password).save(block_name)
     monkeypatch.setenv("RADAS_TEST_WANDB_KEY", api_key)
     monkeypatch.setenv("RADAS_SECRET_ENV_ALLOWLIST", "RADAS_TEST_*")
+    # References from parameters name project modules: the working directory exposes it.
+    (workdir / "secret_ref_trainables.py").write_text(
+        "from tests.notify_trainables import secret_hash\n"
+    )
     results = radas(
         user_name="secrets",
-        trainable="tests.notify_trainables:secret_hash",
+        trainable="secret_ref_trainables:secret_hash",
         experiment_name="secret-refs",
         param_space={
             "a": {"grid_search": [1]},

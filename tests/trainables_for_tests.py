@@ -8,6 +8,8 @@ from typing import Any
 
 from ray import tune
 
+NOT_A_FUNCTION = "a module attribute that is not callable"
+
 
 def count_run(config: dict[str, Any]) -> None:
     """Append this trial's config to config['count_file'] (O_APPEND, safe across processes)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -17,6 +17,7 @@ __all__ = [
     "AnalysisOptions",
     "PlotSettings",
     "SeabornPlotName",
+    "check_rc_params",
     "default_process_df_fn",
     "default_process_g_fn",
     "default_process_sns_fn",
@@ -58,6 +59,50 @@ SEABORN_PLOT_FUNCTIONS: tuple[str, ...] = get_args(SeabornPlotName)
 FIGURE_LEVEL_PLOT_FUNCTIONS: frozenset[str] = frozenset(
     {"relplot", "displot", "catplot", "lmplot", "clustermap", "pairplot", "jointplot"}
 )
+
+
+#: rcParams that name a module to import, a program to run or TeX code (matched as prefixes).
+CODE_RC_PARAMS: tuple[str, ...] = (
+    "backend",
+    "animation.",
+    "pgf.",
+    "text.usetex",
+    "text.latex.",
+    "ps.usedistiller",
+    "webagg.",
+)
+
+
+def check_rc_params(value: object) -> dict[str, Any]:
+    """Check ``matplotlib_rcParams_update``: plain settings, none that names code to run.
+
+    ``backend`` imports the module it names at the first figure; the animation, pgf, TeX and
+    distiller settings name programs or TeX code that plotting runs. A project that needs
+    one sets it in its own ``process_sns_fn``.
+
+    Raises:
+        ParameterError: Not a dict, or a key of :data:`CODE_RC_PARAMS`.
+
+    Example:
+        >>> check_rc_params({"figure.figsize": [7, 4.5]})
+        {'figure.figsize': [7, 4.5]}
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ParameterError(
+            f"matplotlib_rcParams_update={value!r} must be a dict, e.g. "
+            '{"figure.figsize": [7, 4.5]}.'
+        )
+    for key in value:
+        if isinstance(key, str) and key.startswith(CODE_RC_PARAMS):
+            raise ParameterError(
+                f"matplotlib_rcParams_update[{key!r}] is refused: it names a module to import, "
+                "a program to run or TeX code, and flow parameters may name no code. Set it "
+                "in the project's own process_sns_fn (a function that receives seaborn and may "
+                "change matplotlib.rcParams)."
+            )
+    return dict(value)
 
 
 def resolve_plot_fn(name: str) -> Callable[..., Any]:

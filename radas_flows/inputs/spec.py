@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 from radas_flows.errors import RadasValueError
 from radas_flows.inputs.plot_settings import (
     AnalysisOptions,
+    check_rc_params,
     default_process_df_fn,
     default_process_g_fn,
     default_process_sns_fn,
@@ -276,9 +277,7 @@ def build_spec(
         plot_fn=plot_fn,
         plot_kwargs=_check_dict("plot_kwargs", plot_kwargs),
         rename_mapping=_check_dict("rename_mapping", rename_mapping),
-        matplotlib_rcParams_update=_check_dict(
-            "matplotlib_rcParams_update", matplotlib_rcParams_update
-        ),
+        matplotlib_rcParams_update=check_rc_params(matplotlib_rcParams_update),
         process_g_fn=process_g_fn or default_process_g_fn,
         plot_format=fmt,
     )

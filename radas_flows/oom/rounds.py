@@ -98,23 +98,76 @@ class OomManifest:
         return cls(**data, rounds=rounds)
 
 
+_ROUND_TYPES: dict[str, tuple[type, ...]] = {
+    "number": (int,),
+    "name": (str,),
+    "cpu_per_trial": (int, float),
+    "roots": (list,),
+    "config_keys": (list,),
+}
+
+
+def _round_problem(entry: OomRound, position: int, full_name: str) -> str | None:
+    """Why a manifest entry is not one radas wrote for experiment ``full_name``, or None."""
+    for key, types in _ROUND_TYPES.items():
+        value = getattr(entry, key)
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"round {position} has {key}={value!r}, not a {types[0].__name__}"
+    for key in ("roots", "config_keys"):
+        if not all(isinstance(item, str) for item in getattr(entry, key)):
+            return f"round {position} has {key}={getattr(entry, key)!r}: only strings belong there"
+    if entry.number != position:
+        return (
+            f"round {position} has number={entry.number}: round numbers must run 1, 2, 3... "
+            "in order"
+        )
+    expected = round_name(full_name, position)
+    if entry.name != expected:
+        return (
+            f"round {position} is named {entry.name!r}; in this experiment's manifest it must "
+            f"be {expected!r}"
+        )
+    return None
+
+
 def read_manifest(experiment: Storage) -> OomManifest | None:
     """The re-run rounds recorded for an experiment, or None when it never escalated.
+
+    The results root may be shared, so every entry is checked against what radas writes:
+    round ``k`` is named ``round_name(<experiment's folder name>, k)``, numbers run 1, 2, 3...,
+    and the fields have their types. A round name is the folder beside the experiment that
+    is read, and deleted when the experiment is run afresh: any other name is refused.
+
+    Raises:
+        RadasValueError: The file is not JSON of a manifest, or an entry is not one radas
+            would have written (the message names the file and the entry).
 
     Example:
         >>> read_manifest(Storage("/no/such/experiment")) is None
         True
     """
-    text = experiment.child(MANIFEST_FILE).read_text()
+    file = experiment.child(MANIFEST_FILE)
+    text = file.read_text()
     if text is None:
         return None
     try:
-        return OomManifest.from_json(text)
-    except (ValueError, TypeError, KeyError) as e:
+        manifest = OomManifest.from_json(text)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise RadasValueError(
             f"{MANIFEST_FILE} in {experiment} is damaged ({type(e).__name__}: {e}); delete "
             "it to analyze the original sweep alone, without its out-of-memory re-runs."
         ) from e
+    full_name = experiment.path.rstrip("/").rsplit("/", 1)[-1]
+    for position, entry in enumerate(manifest.rounds, start=1):
+        problem = _round_problem(entry, position, full_name)
+        if problem is not None:
+            raise RadasValueError(
+                f"{file}: {problem}. radas writes no other "
+                "entries, so someone else wrote this file; nothing it names was read or "
+                "deleted. Delete the file to analyze the original sweep alone, and check who "
+                "can write the results root."
+            )
+    return manifest
 
 
 def write_manifest(experiment: Storage, manifest: OomManifest) -> None:
@@ -130,8 +183,12 @@ def remove_rounds(experiment: Storage, manifest: OomManifest) -> list[str]:
     Returns:
         The paths deleted.
     """
+    full_name = experiment.path.rstrip("/").rsplit("/", 1)[-1]
     removed = []
-    for entry in manifest.rounds:
+    for position, entry in enumerate(manifest.rounds, start=1):
+        problem = _round_problem(entry, position, full_name)
+        if problem is not None:  # read_manifest refuses these; never delete what they name
+            raise RadasValueError(f"Not deleting re-run rounds of {experiment}: {problem}.")
         stored = experiment.sibling(entry.name)
         stored.remove()
         removed.append(stored.path)

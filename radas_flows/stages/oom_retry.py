@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 
 from radas_flows._redaction import scrub_errors
 from radas_flows.driver import config_list_searcher
+from radas_flows.errors import RadasValueError
 from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.oom.detect import classify_error
 from radas_flows.oom.merge import (
@@ -268,10 +269,21 @@ def escalate(
 
 
 def stored_rounds(path: str) -> OomManifest | None:
-    """The out-of-memory re-run rounds of an experiment about to be replaced (best effort)."""
+    """The out-of-memory re-run rounds of an experiment about to be replaced (best effort).
+
+    A manifest radas did not write (see ``read_manifest``) is reported as an error and
+    nothing it names is deleted; the fresh run replaces the experiment's folder, file included.
+    """
     try:
         return read_manifest(Storage(path))
-    except Exception:  # unreachable or damaged: nothing to clean up
+    except RadasValueError as e:
+        get_run_logger().error(
+            "%s run_choice='run' deleted no re-run folders for it; the fresh run replaces the "
+            "experiment's folder, this file included.",
+            e,
+        )
+        return None
+    except Exception:  # unreachable: nothing to clean up
         return None
 
 

@@ -32,6 +32,7 @@ from radas_flows.clusters.jobs import (
     with_retries,
 )
 from radas_flows.clusters.registry import ClusterConfig, RegistryError, get_cluster, load_registry
+from radas_flows.clusters.tenancy import checked_run_id
 from radas_flows.errors import ExperimentStateError, RadasValueError
 from radas_flows.inputs.rules import check_cpu_per_trial
 from radas_flows.inputs.runtime_env import check_runtime_env
@@ -233,10 +234,8 @@ class ClusterTarget:
         self, job: Any, spec: ExperimentSpec, driver_spec: DriverSpec, logger: Any
     ) -> ClusterRun:
         """The handle of a job an earlier attempt of this submission created."""
-        metadata = job.metadata or {}
-        adopted = dataclasses.replace(
-            driver_spec, run_id=metadata.get(METADATA_RUN_ID, driver_spec.run_id)
-        )
+        run_id = checked_run_id(job, experiment_path=driver_spec.experiment_path, cluster=self.name)
+        adopted = dataclasses.replace(driver_spec, run_id=run_id or driver_spec.run_id)
         logger.warning(
             "An earlier attempt of this submission already created job %s of %r on cluster %r "
             "(its answer was lost); following that job instead of submitting again.",
@@ -313,14 +312,14 @@ class ClusterTarget:
             )
         job = running[-1]
         job_id = str(job.submission_id)
-        metadata = job.metadata or {}
+        run_id = checked_run_id(job, experiment_path=path, cluster=name)
         driver_spec = driver_spec_for(
             spec, "run", cpu_per_trial=spec.cpu_per_trial, check=check, target=self
         )
-        driver_spec.run_id = metadata.get(METADATA_RUN_ID, driver_spec.run_id)
+        driver_spec.run_id = run_id or driver_spec.run_id
         handle = ClusterRun(
             run_id=driver_spec.run_id,
-            experiment_path=metadata.get(METADATA_EXPERIMENT_PATH, path),
+            experiment_path=path,
             driver_spec=driver_spec,
             started_at=(job.start_time / 1000) if job.start_time else time.time(),
             attached=True,

@@ -70,9 +70,16 @@ def test_console_script_runs(cluster_registry: Path) -> None:
 
 
 @pytest.mark.cluster
+def _login(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """Make ``name`` this process's login name (``getpass.getuser`` reads these first)."""
+    for variable in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        monkeypatch.setenv(variable, name)
+
+
 def test_errors_exit_1_with_the_message(
-    cluster_registry: Path, capsys: pytest.CaptureFixture[str]
+    cluster_registry: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    _login(monkeypatch, "carol")
     assert main(["experiments", "--cluster", "nope", "--user", "carol"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("radas experiments: error: Unknown cluster 'nope'. Clusters in ")
@@ -91,7 +98,9 @@ def test_experiments_and_stop(
     ray_head: RayHead,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    _login(monkeypatch, "carol")  # radas stop stops the caller's own jobs
     assert main(["experiments", "--cluster", "loopback", "--user", "carol"]) == 0
     assert capsys.readouterr().out == (
         f"No radas experiments of user 'carol' on cluster 'loopback' ({ray_head.dashboard_url}).\n"

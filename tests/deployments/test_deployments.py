@@ -198,3 +198,38 @@ def test_nightly_suite_runs_each_preset_as_a_dated_child_run(deployed: Server) -
     report = artifacts_of(deployed, final["id"])["radas-nightly-suite"]["data"]
     assert f"| tiny-a-{date} | COMPLETED | score = 6 |" in report  # max of a*b over a in 1, 2
     assert f"| tiny-b-{date} | COMPLETED | score = " in report
+
+
+def test_hostile_references_run_nothing_on_the_worker(
+    deployed: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # The attack of issue 11 through a real deployment run: a pandas method that evaluates
+    # an expression (os is a global of radas_flows.analysis), and radas' own driver entrypoint.
+    pwned = tmp_path_factory.mktemp("hostile") / "PWNED"
+    base = {"user_name": "attacker", "trainable": TRAINABLE, "run_choice": "run"}
+    eval_run = create_run(
+        deployed,
+        "radas/sweep",
+        {
+            **base,
+            "experiment_name": "hostile-eval",
+            "param_space": {"a": 1},
+            "process_df_fn": "pandas:DataFrame.eval",
+            "process_df_fn_kwargs": {"expr": f"@os.system('id > {pwned}')", "engine": "python"},
+        },
+    )
+    driver_run = create_run(
+        deployed,
+        "radas/sweep",
+        {**base, "experiment_name": "hostile-driver", "trainable": "radas_flows.driver:main"},
+    )
+    eval_final = wait_final(deployed, eval_run["id"])
+    driver_final = wait_final(deployed, driver_run["id"])
+    assert not pwned.exists(), f"the worker ran the command: {pwned.read_text()!r}"
+    assert eval_final["state"]["type"] == "FAILED"
+    message = eval_final["state"]["message"]
+    assert "process_df_fn='pandas:DataFrame.eval': module 'pandas' is installed in" in message
+    assert driver_final["state"]["type"] == "FAILED"
+    assert "module 'radas_flows' is radas_flows itself" in driver_final["state"]["message"]
+    for run in (eval_final, driver_final):
+        assert task_runs_of(deployed, run["id"]) == []  # refused before any task

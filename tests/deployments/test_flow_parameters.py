@@ -112,7 +112,14 @@ def test_python_objects_pass_through_unchanged() -> None:
             {"process_df_fn": "tests.trainables_for_tests:missing"},
             r"process_df_fn='tests\.trainables_for_tests:missing': .* has no attribute 'missing'",
         ),
-        ({"process_g_fn": "os:sep"}, r"process_g_fn='os:sep' names a str, not a function"),
+        (
+            {"process_g_fn": "tests.trainables_for_tests:NOT_A_FUNCTION"},
+            r"process_g_fn='tests\.trainables_for_tests:NOT_A_FUNCTION' names a str, not a func",
+        ),
+        (
+            {"process_g_fn": "os:sep"},
+            r"process_g_fn='os:sep': module 'os' is the standard library, not code of the project",
+        ),
         ({"process_sns_fn": 3}, r"process_sns_fn=3 is not a function"),
     ],
 )
