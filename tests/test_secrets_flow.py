@@ -350,6 +350,17 @@ def fail_with_the_secret(df: Any) -> Any:
     raise ValueError(f"upload refused for key {os.environ['RADAS_TEST_TASK_KEY']}")
 
 
+def expose_echo_api_key(workdir: Path) -> str:
+    """References from parameters name project modules: the working directory re-exports it.
+
+    One module name per test: a module imported from an earlier test's folder stays in
+    ``sys.modules``, and that folder is not this run's project.
+    """
+    module = "echo_" + "".join(c if c.isalnum() else "_" for c in workdir.name)
+    (workdir / f"{module}.py").write_text("from tests.notify_trainables import echo_api_key\n")
+    return f"{module}:echo_api_key"
+
+
 def test_a_failed_task_records_no_secret_in_its_state(
     workdir: Path, monkeypatch: pytest.MonkeyPatch, logged: pytest.LogCaptureFixture
 ) -> None:
@@ -360,7 +371,7 @@ def test_a_failed_task_records_no_secret_in_its_state(
     with pytest.raises(ValueError, match=r"upload refused for key \*\*\*"):
         radas(
             user_name="secrets",
-            trainable="tests.notify_trainables:echo_api_key",
+            trainable=expose_echo_api_key(workdir),
             experiment_name="secret-task-fails",
             param_space={"api_key": {"env": "RADAS_TEST_TASK_KEY"}},
             process_df_fn=fail_with_the_secret,
@@ -382,7 +393,7 @@ def test_env_references_read_only_allowlisted_variables(
     monkeypatch.delenv("RADAS_SECRET_ENV_ALLOWLIST", raising=False)
     base: dict[str, Any] = dict(
         user_name="secrets",
-        trainable="tests.notify_trainables:echo_api_key",
+        trainable=expose_echo_api_key(workdir),
         experiment_name="secret-allowlist",
         param_space={"api_key": {"env": "RADAS_SMTP_PASSWORD"}},
         run_choice="run",
@@ -422,7 +433,7 @@ def test_a_secret_in_clear_as_a_flow_parameter_is_refused(workdir: Path) -> None
     ):
         radas(
             user_name="secrets",
-            trainable="tests.notify_trainables:echo_api_key",
+            trainable=expose_echo_api_key(workdir),
             experiment_name="secret-literal",
             param_space={"api_key": "literal-in-the-ui"},
             run_choice="run",
@@ -432,7 +443,7 @@ def test_a_secret_in_clear_as_a_flow_parameter_is_refused(workdir: Path) -> None
     ):
         radas(
             user_name="secrets",
-            trainable="tests.notify_trainables:echo_api_key",
+            trainable=expose_echo_api_key(workdir),
             experiment_name="secret-literal",
             param_space={"api_key": {"secret_block": "x"}},
             runtime_env={"env_vars": {"HF_TOKEN": "hf-in-the-ui"}},
