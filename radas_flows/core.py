@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from radas_flows.storage import normalize_root
 
 RESULTS_ROOT_ENV = "RADAS_RESULTS_ROOT"
 LOCAL_CPUS_ENV = "RADAS_LOCAL_NUM_CPUS"
+LOCAL_GPUS_ENV = "RADAS_LOCAL_NUM_GPUS"
+LOCAL_GPU_PER_CPU_ENV = "RADAS_LOCAL_GPU_PER_CPU"
 
 
 def results_root() -> str:
@@ -63,10 +66,11 @@ def local_cpus() -> int:
 
 
 def local_gpus() -> int:
-    """GPUs visible to this machine (from ``CUDA_VISIBLE_DEVICES`` or ``nvidia-smi``).
+    """GPUs a local run may use: ``$RADAS_LOCAL_NUM_GPUS``, else those visible to this machine.
 
-    CUDA stops reading ``CUDA_VISIBLE_DEVICES`` at its first invalid entry (empty, negative
-    or ``NoDevFiles``), so ``"1,-1,2"`` exposes one GPU.
+    Visible GPUs come from ``CUDA_VISIBLE_DEVICES`` or ``nvidia-smi``. CUDA stops reading
+    ``CUDA_VISIBLE_DEVICES`` at its first invalid entry (empty, negative or ``NoDevFiles``),
+    so ``"1,-1,2"`` exposes one GPU.
 
     Example:
         >>> import os
@@ -74,6 +78,17 @@ def local_gpus() -> int:
         >>> local_gpus()
         2
     """
+    value = os.environ.get(LOCAL_GPUS_ENV)
+    if value:
+        try:
+            n = int(value)
+        except ValueError as e:
+            raise RadasValueError(
+                f"{LOCAL_GPUS_ENV}={value!r} is not an integer; set it to a whole number of GPUs."
+            ) from e
+        if n < 0:
+            raise RadasValueError(f"{LOCAL_GPUS_ENV}={value!r} must be 0 or more.")
+        return n
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         count = 0
@@ -95,3 +110,43 @@ def local_gpus() -> int:
     except (OSError, subprocess.TimeoutExpired):
         return 0
     return len([line for line in out.stdout.splitlines() if line.startswith("GPU ")])
+
+
+def local_gpu_per_cpu(cpus: int | None = None, gpus: int | None = None) -> float:
+    """GPUs a local trial gets per CPU it asks for: ``$RADAS_LOCAL_GPU_PER_CPU``, else GPUs/CPUs.
+
+    The same rule as a cluster's ``gpu_per_cpu``: a trial gets ``cpu_per_trial * gpu_per_cpu``
+    GPUs, so trials that fill the machine's CPUs also share out its GPUs.
+
+    Args:
+        cpus: The local CPUs (default :func:`local_cpus`).
+        gpus: The local GPUs (default :func:`local_gpus`).
+
+    Raises:
+        RadasValueError: ``RADAS_LOCAL_GPU_PER_CPU`` is not a number of 0 or more, or asks
+            for GPUs on a machine without any.
+
+    Example:
+        >>> local_gpu_per_cpu(cpus=16, gpus=2)
+        0.125
+    """
+    cpus = local_cpus() if cpus is None else cpus
+    gpus = local_gpus() if gpus is None else gpus
+    value = os.environ.get(LOCAL_GPU_PER_CPU_ENV, "").strip()
+    if not value:
+        return gpus / cpus if gpus else 0.0
+    try:
+        ratio = float(value)
+    except ValueError as e:
+        raise RadasValueError(
+            f"{LOCAL_GPU_PER_CPU_ENV}={value!r} is not a number; set it to the GPUs a trial "
+            f"gets per CPU (e.g. 0.5), or unset it to use GPUs/CPUs ({gpus}/{cpus})."
+        ) from e
+    if not math.isfinite(ratio) or ratio < 0:
+        raise RadasValueError(f"{LOCAL_GPU_PER_CPU_ENV}={value!r} must be a number of 0 or more.")
+    if ratio > 0 and not gpus:
+        raise RadasValueError(
+            f"{LOCAL_GPU_PER_CPU_ENV}={value!r} gives trials GPUs, but this machine has none "
+            f"(CUDA_VISIBLE_DEVICES, nvidia-smi or {LOCAL_GPUS_ENV}); unset it or set it to 0."
+        )
+    return ratio

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from radas_flows._artifacts import run_logger
-from radas_flows.core import local_cpus, local_gpus
+from radas_flows.core import LOCAL_GPU_PER_CPU_ENV, local_cpus, local_gpu_per_cpu, local_gpus
 from radas_flows.errors import RadasError, RadasValueError
 from radas_flows.inputs.rules import LOCAL_CPU_CAP, check_cpu_per_trial
 from radas_flows.inputs.runtime_env import check_runtime_env, local_runtime_env
+from radas_flows.oom.policy import gpu_share
 from radas_flows.targets.base import (
     DriverFailedError,
     Progress,
@@ -39,6 +40,7 @@ RELEASE_WAIT_S = 30.0
 
 _ray_env_lock = threading.RLock()
 _our_ray_runtime_env: dict[str, Any] | None = None
+_our_ray_resources: tuple[int, int] | None = None  # (CPUs, GPUs) our local Ray was started with
 _local_threads: list[threading.Thread] = []
 
 
@@ -77,15 +79,35 @@ class LocalTarget:
         return check_cpu_per_trial(cpu_per_trial, cap, LOCAL_CPU_CAP)
 
     def check(self, spec: ExperimentSpec) -> TargetCheck:
+        """This machine's CPUs and GPUs; a trial gets ``cpu_per_trial * gpu_per_cpu`` GPUs.
+
+        Raises:
+            RadasValueError: The GPU share of ``cpu_per_trial`` is more than the GPUs here.
+        """
         cpus, gpus = local_cpus(), local_gpus()
+        gpu_per_cpu = local_gpu_per_cpu(cpus, gpus)
+        cap = float(cpus)
+        if gpu_per_cpu:
+            # More CPUs than this would ask for more GPUs than the machine has.
+            cap = min(cap, gpus / gpu_per_cpu)
+            share = gpu_share(spec.cpu_per_trial, gpu_per_cpu)
+            if share > gpus + 1e-9:
+                raise RadasValueError(
+                    f"cpu_per_trial={spec.cpu_per_trial:g} gives each trial {share:g} GPUs "
+                    f"({LOCAL_GPU_PER_CPU_ENV}={gpu_per_cpu:g}), more than the {gpus} GPUs of "
+                    f"this machine: no trial could be scheduled. Use cpu_per_trial <= {cap:g} "
+                    f"or a smaller {LOCAL_GPU_PER_CPU_ENV}."
+                )
         row = {
             "cluster": "local",
             "status": "online",
             "cpus_total": cpus,
             "gpus_total": gpus,
+            "gpu_per_cpu": f"{gpu_per_cpu:g}",
+            "gpus_per_trial": f"{gpu_share(spec.cpu_per_trial, gpu_per_cpu):g}",
             "hint": "this machine (embedded local Ray)",
         }
-        return TargetCheck("local", True, cpus, gpus, float(cpus), 0.0, None, [row])
+        return TargetCheck("local", True, cpus, gpus, cap, gpu_per_cpu, None, [row])
 
     def driver_trainable(self, spec: ExperimentSpec) -> Any:
         return spec.trainable
@@ -162,6 +184,7 @@ def ensure_local_ray(runtime_env: dict[str, Any]) -> None:
     import ray
 
     wanted = local_runtime_env(runtime_env)
+    resources = (local_cpus(), local_gpus())
     with _ray_env_lock:
         if ray.is_initialized():
             if _our_ray_runtime_env is None:
@@ -172,10 +195,12 @@ def ensure_local_ray(runtime_env: dict[str, Any]) -> None:
                     "runtime_env (a local Ray has one). Wait for the other run to finish, give "
                     "both the same runtime_env, or run one of them on a cluster."
                 )
-            if _our_ray_runtime_env == wanted and not _held_with_no_run_of_ours():
+            same = _our_ray_resources == resources or bool(_live_local_threads())
+            if _our_ray_runtime_env == wanted and same and not _held_with_no_run_of_ours():
                 return
-            ray.shutdown()  # ours, with another runtime_env or holding lost resources: restart
-        _in_ray_owner_thread(lambda: _init_local_ray(wanted))
+            # Ours, with another runtime_env, other CPU/GPU counts, or lost resources: restart.
+            ray.shutdown()
+        _in_ray_owner_thread(lambda: _init_local_ray(wanted, resources))
 
 
 def held_resources() -> dict[str, float]:
@@ -216,14 +241,14 @@ def _held_with_no_run_of_ours() -> bool:
     return False
 
 
-def _init_local_ray(wanted: dict[str, Any]) -> None:
-    global _our_ray_runtime_env
+def _init_local_ray(wanted: dict[str, Any], resources: tuple[int, int]) -> None:
+    global _our_ray_runtime_env, _our_ray_resources
     import ray
 
-    gpus = local_gpus()
+    cpus, gpus = resources
     ray.init(
         address="local",
-        num_cpus=local_cpus(),
+        num_cpus=cpus,
         num_gpus=gpus or None,
         include_dashboard=False,
         runtime_env=wanted or None,
@@ -236,6 +261,7 @@ def _init_local_ray(wanted: dict[str, Any]) -> None:
         # before Ray's processes go away (otherwise exit waits for a lost GCS).
         atexit.register(_shutdown_our_ray)
     _our_ray_runtime_env = wanted
+    _our_ray_resources = resources
 
 
 _owner_calls: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
