@@ -77,6 +77,7 @@ def local_gpus() -> int:
         >>> os.environ["CUDA_VISIBLE_DEVICES"] = "0,1,-1,2"
         >>> local_gpus()
         2
+        >>> del os.environ["CUDA_VISIBLE_DEVICES"]  # later runs of this process see the machine
     """
     value = os.environ.get(LOCAL_GPUS_ENV)
     if value:

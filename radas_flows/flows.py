@@ -164,9 +164,9 @@ def radas(
             'attach' or 'stop_attach' (cluster runs only). Empty: 'run' for a new experiment;
             an existing one needs a choice.
         dos: ["run", "analyze"] (default), ["run"] or ["analyze"] (analyze stored results).
-        cpu_per_trial: CPUs per trial (a cluster's GPU share follows from it).
+        cpu_per_trial: CPUs per trial (the GPU share follows from it).
         email_notification_to_address: Where to email the outcome (comma-separated).
-        runtime_env: Ray runtime environment for cluster runs (pip, env_vars, ...);
+        runtime_env: Ray runtime environment (pip, uv, conda, env_vars, ...);
             working_dir is always the run's working directory.
         yes: Answer the "experiment exists" question with its default, restore.
         tuner_init_kwargs: Python callers only: tune_config and run_config objects. From

@@ -77,7 +77,10 @@ def assert_nothing_started(root: Path) -> None:
         ({"cpu_per_trial": "2"}, r"cpu_per_trial='2' is not a number"),
         ({"user_name": "../etc"}, r"Invalid user_name '../etc': use 1-64 characters"),
         ({"runtime_env": {"working_dir": "."}}, r"runtime_env\['working_dir'\] must not be set"),
-        ({"runtime_env": {"pip": ["x"]}}, r"runtime_env key\(s\) \['pip'\] need a cluster"),
+        (
+            {"runtime_env": {"image_uri": "ray:2.60"}},
+            r"runtime_env key\(s\) \['image_uri'\] need a cluster",
+        ),
         ({"runtime_env": {"envvars": {}}}, r"runtime_env has unknown key\(s\) \['envvars'\]"),
         ({"tuner_init_kwargs": {"param_space": {}}}, r"tuner_init_kwargs has unknown key"),
         ({"plot_fn": "lineplot"}, r"plot_fn='lineplot' is not callable"),
@@ -153,8 +156,9 @@ def test_runtime_env_keys_one_list_per_placement() -> None:
     assert check_runtime_env(env, local=True) == env
     assert local_runtime_env(env) == env  # a local Ray keeps what the local check accepts
     assert set(LOCAL_RUNTIME_ENV_KEYS) < set(RUNTIME_ENV_KEYS)
-    with pytest.raises(RadasValueError, match=r"\['pip'\] need a cluster"):
-        check_runtime_env({"pip": ["x"]}, local=True)
+    with pytest.raises(RadasValueError, match=r"\['nsight'\] need a cluster"):
+        check_runtime_env({"nsight": "default"}, local=True)
+    assert check_runtime_env({"pip": ["x"]}, local=True) == {"pip": ["x"]}  # Ray installs it
     assert check_runtime_env({"pip": ["x"]}, local=False) == {"pip": ["x"]}
 
 

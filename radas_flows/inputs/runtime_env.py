@@ -32,8 +32,17 @@ RUNTIME_ENV_KEYS: tuple[str, ...] = (
     "image_uri",
 )
 
-#: Those a local Ray applies too: the others install packages or images, which need a cluster.
-LOCAL_RUNTIME_ENV_KEYS: tuple[str, ...] = ("env_vars", "py_modules", "excludes", "py_executable")
+#: Those a local Ray applies too (``pip``, ``uv`` and ``conda`` where their tools are installed
+#: here); ``nsight`` and ``image_uri`` need a cluster.
+LOCAL_RUNTIME_ENV_KEYS: tuple[str, ...] = (
+    "pip",
+    "uv",
+    "conda",
+    "env_vars",
+    "py_modules",
+    "excludes",
+    "py_executable",
+)
 
 WORKING_DIR_RULE = (
     "working_dir (str): Specifies the working directory for the Ray workers. Radas "
@@ -204,13 +213,56 @@ def check_runtime_env(runtime_env: object, *, local: bool) -> dict[str, Any]:
         not_local = sorted(set(env) - set(LOCAL_RUNTIME_ENV_KEYS))
         if not_local:
             raise RuntimeEnvError(
-                f"runtime_env key(s) {not_local!r} need a cluster: a local run uses this "
-                "Python environment. Install the packages here, or run with "
-                "run_with='cluster:<name>'."
+                f"runtime_env key(s) {not_local!r} need a cluster: a local Ray has no "
+                "container runtime or profiler set up for them. Run with "
+                "run_with='cluster:<name>', or leave them out."
             )
     for key, value in env.items():
         _check_value(key, value)
+    if local and installers:
+        _check_local_installer(installers[0])
     return env
+
+
+def _check_local_installer(key: str) -> None:
+    """Refuse ``pip``/``uv``/``conda`` on a local run when this machine lacks what Ray runs.
+
+    For ``pip`` and ``uv`` Ray copies this virtual environment (or makes one with
+    ``virtualenv``) and runs ``python -m pip`` or ``python -m uv`` in it; for ``conda`` it
+    runs the ``conda`` program.
+    """
+    import importlib.util
+    import shutil
+    import sys
+
+    def installed(module: str) -> bool:
+        return importlib.util.find_spec(module) is not None
+
+    missing: list[str] = []
+    if key in ("pip", "uv"):
+        if not installed("virtualenv"):
+            missing.append("virtualenv")
+        if key == "pip" and not installed("pip"):
+            missing.append("pip")
+        if key == "uv" and not installed("uv") and not installed("pip"):
+            missing.append("uv (or pip, to install uv from the package index)")
+        if missing:
+            raise RuntimeEnvError(
+                f"runtime_env[{key!r}] on a local run needs {' and '.join(missing)} in this "
+                f"Python environment ({sys.prefix}): Ray installs the packages into a copy of "
+                f"it. Install {' and '.join(m.split(' ')[0] for m in missing)} there (for "
+                f"example `{sys.executable} -m ensurepip` for pip, or `uv pip install "
+                f"--python {sys.executable} ...`), or run on a cluster."
+            )
+        return
+    home = os.environ.get("RAY_CONDA_HOME")  # Ray runs $RAY_CONDA_HOME/bin/conda, else conda
+    conda = os.path.join(home, "bin", "conda") if home else os.environ.get("CONDA_EXE", "conda")
+    if not shutil.which(conda):
+        raise RuntimeEnvError(
+            "runtime_env['conda'] on a local run needs conda on this machine: no `conda` "
+            "program was found (PATH, CONDA_EXE or RAY_CONDA_HOME). Install conda, use "
+            "'pip' or 'uv' instead, or run on a cluster."
+        )
 
 
 def local_runtime_env(runtime_env: Mapping[str, Any]) -> dict[str, Any]:
