@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from radas_flows.errors import RadasValueError
-from radas_flows.inputs.rules import check_user_name, current_user_name
+from radas_flows.inputs.rules import check_user_name, current_user_name, parse_run_with
 from radas_flows.storage import normalize_root
 
 RESULTS_ROOT_ENV = "RADAS_RESULTS_ROOT"
@@ -21,14 +21,21 @@ def results_root() -> str:
     return normalize_root(os.environ.get(RESULTS_ROOT_ENV) or str(Path.home() / "radas-results"))
 
 
-def get_ray_results_dir(user_name: str | None = None) -> str:
+def get_ray_results_dir(user_name: str | None = None, run_with: str | None = None) -> str:
     """Return the folder where this user's experiment results are stored.
 
     Args:
         user_name: whose folder; defaults to the current login name.
+        run_with: where the experiments run, as ``run_experiment`` takes it: with
+            ``"cluster:<name>"`` the folder is under that cluster's ``results_root`` (from the
+            registry; the cluster is not contacted), otherwise under this machine's root
+            (``RADAS_RESULTS_ROOT``, which a cluster job sets to its cluster's root).
 
     Returns:
         ``<results root>/<user_name>/`` (with a trailing slash, as radas returns it).
+
+    Raises:
+        RadasValueError: ``run_with`` is malformed, or names no cluster of the registry.
 
     Example:
         >>> import os
@@ -36,7 +43,24 @@ def get_ray_results_dir(user_name: str | None = None) -> str:
         >>> get_ray_results_dir("yuhang")
         '/tmp/radas-doc/yuhang/'
     """
-    return user_results_path(user_name if user_name is not None else current_user_name()) + "/"
+    root = None
+    if run_with is not None:
+        cluster = parse_run_with(run_with).cluster
+        root = cluster_results_root(cluster) if cluster else None
+    user = user_name if user_name is not None else current_user_name()
+    return user_results_path(user, root) + "/"
+
+
+def cluster_results_root(name: str) -> str:
+    """A registry cluster's ``results_root`` (this machine's root when it names none).
+
+    Raises:
+        RegistryError: No registry, or it names no cluster ``name`` (a RadasValueError).
+    """
+    from radas_flows.clusters.registry import get_cluster
+
+    cluster = get_cluster(name)
+    return (cluster.results_root or results_root()).rstrip("/")
 
 
 def user_results_path(user_name: str, root: str | None = None) -> str:

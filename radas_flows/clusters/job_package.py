@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -11,12 +12,14 @@ if TYPE_CHECKING:
     from radas_flows.driver import DriverSpec
 
 __all__ = [
+    "FORWARDED_ENV",
     "JOB_STOP_ENV",
     "METADATA_EXPERIMENT_PATH",
     "METADATA_MODE",
     "METADATA_RUN_ID",
     "METADATA_SUBMIT_KEY",
     "build_job_runtime_env",
+    "job_settings",
     "write_job_package",
 ]
 
@@ -27,6 +30,20 @@ JOB_STOP_ENV: dict[str, str] = {
 """Set on every job (unless the user sets them): a stop request interrupts Tune with SIGINT,
 which stops the trials and saves the experiment state, and it gets 30 s to do so before
 Ray kills it."""
+
+FORWARDED_ENV: tuple[str, ...] = (
+    "RADAS_DATA_ROOT",
+    "RADAS_COLD_DATA_ROOT",
+    "RADAS_S3_BUCKET",
+    "RADAS_S3_PREFIX",
+    "RADAS_S3_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+)
+"""Settings of this machine that a job gets as they are set here: data-dir roots and where S3
+is. None is a secret; credentials (AWS keys, profiles) are never sent: the job reads them from
+the cluster's own environment, or from variables the run names (``{"env": "VAR"}``)."""
 
 METADATA_RUN_ID = "radas_run_id"
 METADATA_MODE = "radas_mode"
@@ -71,12 +88,35 @@ def write_job_package(driver_spec: DriverSpec, directory: str | Path) -> Path:
     return path
 
 
-def build_job_runtime_env(
-    user_runtime_env: dict[str, Any], working_dir: str, *, extra_modules: list[str]
-) -> dict[str, Any]:
-    """The job's runtime_env: the user's, the working dir, our modules and stop settings.
+def job_settings(results_root: str) -> dict[str, str]:
+    """What the job's environment says about paths: the cluster's results root, and
+    :data:`FORWARDED_ENV` as set here.
 
-    With ``image_uri`` the runtime_env holds only that (the image must contain the code).
+    So inside the job ``get_ray_results_dir()`` names the cluster's results root, and
+    ``get_data_dir``, ``get_cold_data_dir`` and ``cloud_artifact`` use this machine's settings.
+
+    Example:
+        >>> job_settings("/mnt/nfs/ray-results")["RADAS_RESULTS_ROOT"]
+        '/mnt/nfs/ray-results'
+    """
+    settings = {
+        name: os.environ[name] for name in FORWARDED_ENV if os.environ.get(name, "").strip()
+    }
+    settings["RADAS_RESULTS_ROOT"] = results_root
+    return settings
+
+
+def build_job_runtime_env(
+    user_runtime_env: dict[str, Any],
+    working_dir: str,
+    *,
+    extra_modules: list[str],
+    settings: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The job's runtime_env: the user's, the working dir, our modules, stop and path settings.
+
+    The user's ``env_vars`` win over ``settings`` (see :func:`job_settings`). With
+    ``image_uri`` the runtime_env holds only that (the image must contain the code).
 
     Example:
         >>> env = build_job_runtime_env({}, ".", extra_modules=["/pkg/radas_flows"])
@@ -87,5 +127,5 @@ def build_job_runtime_env(
     if "image_uri" in env:
         return env
     env["py_modules"] = [*env.get("py_modules", []), *extra_modules]
-    env["env_vars"] = {**JOB_STOP_ENV, **env.get("env_vars", {})}
+    env["env_vars"] = {**JOB_STOP_ENV, **(settings or {}), **env.get("env_vars", {})}
     return env

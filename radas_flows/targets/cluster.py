@@ -21,6 +21,7 @@ from radas_flows.clusters.job_package import (
     METADATA_RUN_ID,
     METADATA_SUBMIT_KEY,
     build_job_runtime_env,
+    job_settings,
     write_job_package,
 )
 from radas_flows.clusters.jobs import (
@@ -44,6 +45,7 @@ from radas_flows.targets.cluster_follow import (
     keep_job_on_exit,
     stop_job,
 )
+from radas_flows.targets.cluster_stored import stored_results_check
 
 if TYPE_CHECKING:
     from radas_flows.driver import DriverSpec
@@ -92,9 +94,11 @@ class ClusterTarget:
             RadasValueError: The trainable, runtime_env or cpu_per_trial cannot run there.
             ClusterAuthError: The cluster's token is missing or rejected.
         """
-        from radas_flows.core import results_root
+        from radas_flows.core import cluster_results_root
 
         name = self.name
+        if "run" not in spec.dos:  # analysis only: nothing to ask the cluster
+            return stored_results_check(name, spec.dos)
         self.driver_trainable(spec)
         merge_runtime_env(spec.runtime_env, spec.cwd)
         clusters = load_registry()
@@ -121,7 +125,7 @@ class ClusterTarget:
             gpus_total=status.gpus_total,
             cpu_cap=float(cluster.cpu_per_node),
             gpu_per_cpu=cluster.gpu_per_cpu,
-            results_root=cluster.results_root or results_root(),
+            results_root=cluster_results_root(name),
             rows=rows,
         )
 
@@ -164,6 +168,7 @@ class ClusterTarget:
             ClusterAuthError, ClusterConnectionError: The cluster cannot be used.
         """
         import radas_flows
+        from radas_flows.core import cluster_results_root
 
         if driver_spec.secrets.config or driver_spec.secrets.environ:
             raise RadasValueError(  # trial_secrets never gives a cluster run any values
@@ -195,6 +200,7 @@ class ClusterTarget:
                 spec.runtime_env,
                 spec.cwd,
                 extra_modules=[str(Path(radas_flows.__file__).parent), str(package)],
+                settings=job_settings(cluster_results_root(name)),
             )
             if "image_uri" in runtime_env:
                 from radas_flows.driver import encode_spec
