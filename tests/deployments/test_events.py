@@ -46,7 +46,7 @@ class Receiver:
         bodies = self.bodies
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 bodies.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 self.send_response(200)
                 self.end_headers()
