@@ -121,7 +121,10 @@ def test_a_block_is_a_cluster_everywhere_the_registry_is(
 
 @pytest.mark.cluster
 def test_the_toml_entry_wins_a_shared_name(
-    block_env: RayHead, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    block_env: RayHead,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     registry = tmp_path / "clusters.toml"
     registry.write_text(
@@ -129,8 +132,10 @@ def test_the_toml_entry_wins_a_shared_name(
         'gpu_per_cpu = 0\nhint = "the TOML entry"\n'
     )
     monkeypatch.setenv("RADAS_CLUSTERS_FILE", str(registry))
-    assert get_cluster(BLOCK).address == "http://127.0.0.1:9"
+    with caplog.at_level(logging.WARNING, logger="radas_flows.clusters.registry"):
+        assert get_cluster(BLOCK).address == "http://127.0.0.1:9"
     assert not get_cluster(BLOCK).from_block
+    assert f"Cluster {BLOCK!r} is both in {registry} and a RayCluster block" in caplog.text
     with pytest.raises(RegistryError, match=r"Unknown cluster 'nope'.*RayCluster block"):
         get_cluster("nope")
 
