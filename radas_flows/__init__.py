@@ -13,6 +13,7 @@ _LAZY: dict[str, str] = {
     "run_experiment": "radas_flows.experiment",
     "run_experiment_sync": "radas_flows.experiment",
     "Tuner": "radas_flows.tuner",
+    "RayCluster": "radas_flows.clusters.blocks",
     "radas": "radas_flows.flows",
     "get_ray_results_dir": "radas_flows.core",
     "get_client": "radas_flows.management",
@@ -26,6 +27,7 @@ _LAZY: dict[str, str] = {
 __all__ = [*sorted(_LAZY), "__version__"]
 
 if TYPE_CHECKING:
+    from radas_flows.clusters.blocks import RayCluster as RayCluster
     from radas_flows.core import get_ray_results_dir as get_ray_results_dir
     from radas_flows.data import get_cold_data_dir as get_cold_data_dir
     from radas_flows.data import get_data_dir as get_data_dir

@@ -129,10 +129,10 @@ def _session() -> Any:
     return session
 
 
-def _make_client(endpoint_url: str | None) -> S3Client:
+def _make_client(endpoint_url: str | None, session: Any = None) -> S3Client:
     from botocore.config import Config
 
-    session = _session()
+    session = session or _session()
     client = session.client(
         "s3",
         endpoint_url=endpoint_url,
@@ -156,6 +156,7 @@ def init(
     bucket: str | None = None,
     prefix: str | None = None,
     endpoint_url: str | None = None,
+    block: Any = None,
 ) -> None:
     """Set up cloud artifacts for this process.
 
@@ -171,6 +172,10 @@ def init(
             ``radas-artifacts``. Pass ``""`` for none.
         endpoint_url: An S3-compatible endpoint (MinIO, Ceph, ...); default
             ``RADAS_S3_ENDPOINT_URL``, else AWS.
+        block: A prefect-aws block, or its name (default ``RADAS_S3_BLOCK``): an
+            ``S3Bucket`` gives the bucket, its folder as the prefix, and its credentials; an
+            ``AwsCredentials`` block (``"aws-credentials/<name>"``) the credentials and
+            endpoint. The arguments above win over the block; the environment fills the rest.
 
     Raises:
         ValueError: Invalid user name or prefix, or no bucket configured.
@@ -186,6 +191,16 @@ def init(
     """
     global _store
     name = validate_user_name(user_name)
+    block = block or os.environ.get("RADAS_S3_BLOCK", "").strip() or None
+    from_block = None
+    if block is not None:
+        from radas_flows.aws_blocks import s3_settings_from_block
+
+        from_block = s3_settings_from_block(block)
+        bucket = bucket or from_block.bucket
+        if prefix is None:
+            prefix = from_block.prefix
+        endpoint_url = endpoint_url or from_block.endpoint_url
     bucket = bucket or os.environ.get("RADAS_S3_BUCKET", "").strip()
     if not bucket:
         raise ValueError(
@@ -201,7 +216,7 @@ def init(
         prefix = os.environ.get("RADAS_S3_PREFIX", DEFAULT_PREFIX)
     clean_prefix = _check_prefix(prefix)
     endpoint = endpoint_url or os.environ.get("RADAS_S3_ENDPOINT_URL", "").strip() or None
-    client = _make_client(endpoint)
+    client = _make_client(endpoint, from_block.session if from_block else None)
     with _store_lock:
         _store = _Store(name, bucket, clean_prefix, endpoint, client)
 

@@ -1,4 +1,4 @@
-"""Send plain-text or HTML emails with attachments through SMTP."""
+"""Send plain-text or HTML emails with attachments, through prefect-email's SMTP connection."""
 
 # This module is named like the standard library's ``email`` package. Python 3 imports are
 # absolute, so ``import email`` anywhere (this file included) still means the standard library;
@@ -8,12 +8,14 @@
 # be added to ``sys.path``.
 from __future__ import annotations
 
+import contextlib
 import logging
 import mimetypes
 import os
 import smtplib
-import ssl
-from collections.abc import Sequence
+import socket
+import threading
+from collections.abc import Iterator, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -111,12 +113,42 @@ def _build_message(
     return msg
 
 
-def _tls_context(verify: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
+_BLOCK_SMTP_TYPES = {"ssl": "SSL", "starttls": "STARTTLS", "none": "INSECURE"}
+# prefect-email's get_server() connects without a timeout; Python's socket default timeout is
+# what smtplib then uses. It is set only while get_server() connects, logs in and does
+# STARTTLS, one connection at a time; the socket keeps it for sending.
+_connect_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _default_timeout(seconds: float) -> Iterator[None]:
+    with _connect_lock:
+        old = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(seconds)
+        try:
+            yield
+        finally:
+            socket.setdefaulttimeout(old)
+
+
+def _server_credentials(settings: SmtpSettings) -> EmailServerCredentials:
+    """The settings as a prefect-email block (in memory: nothing is saved)."""
+    from prefect_email import EmailServerCredentials
+
+    return EmailServerCredentials(
+        smtp_server=settings.host,
+        smtp_port=settings.port,
+        smtp_type=_BLOCK_SMTP_TYPES[settings.security],
+        username=settings.user,
+        password=settings.password or "",
+        verify=settings.verify,
+    )
+
+
+def _connect(settings: SmtpSettings) -> smtplib.SMTP:
+    """Connect (TLS as the settings say) and log in, through prefect-email's ``get_server``."""
+    with _default_timeout(settings.timeout):
+        return _server_credentials(settings).get_server()
 
 
 def _deliver(settings: SmtpSettings, msg: EmailMessage) -> None:
@@ -126,27 +158,15 @@ def _deliver(settings: SmtpSettings, msg: EmailMessage) -> None:
         f"Check the SMTP settings from {settings.source} (host, port, security "
         f"{settings.security!r}) and that the server is reachable."
     )
+    if settings.user and settings.security == "none":
+        logger.warning(
+            "Logging in to SMTP server %s without TLS: the password travels in plain text. "
+            "Use RADAS_SMTP_SECURITY=starttls or ssl.",
+            where,
+        )
     server: smtplib.SMTP | None = None
     try:
-        if settings.security == "ssl":
-            server = smtplib.SMTP_SSL(
-                settings.host,
-                settings.port,
-                timeout=settings.timeout,
-                context=_tls_context(settings.verify),
-            )
-        else:
-            server = smtplib.SMTP(settings.host, settings.port, timeout=settings.timeout)
-            if settings.security == "starttls":
-                server.starttls(context=_tls_context(settings.verify))
-        if settings.user:
-            if settings.security == "none":
-                logger.warning(
-                    "Logging in to SMTP server %s without TLS: the password travels in plain "
-                    "text. Use RADAS_SMTP_SECURITY=starttls or ssl.",
-                    where,
-                )
-            server.login(settings.user, settings.password or "")
+        server = _connect(settings)
         server.send_message(msg)
     except smtplib.SMTPAuthenticationError as e:
         raise EmailSendError(

@@ -11,6 +11,7 @@ from prefect import get_run_logger
 from radas_flows.analysis import AnalysisResult
 from radas_flows.core import experiment_path
 from radas_flows.errors import ExperimentStoppedError
+from radas_flows.events import STARTED, emit_experiment_event, outcome_event, started_payload
 from radas_flows.inputs.spec import FOLLOW_RUN_CHOICES, ExperimentSpec
 from radas_flows.oom.rounds import max_oom_rounds
 from radas_flows.report import RunReport, run_outcome
@@ -35,6 +36,7 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
     started = time.time()
     report = RunReport(spec.experiment_name, spec.user_name, str(spec.target), "failed")
     analysis: AnalysisResult | None = None
+    emit_experiment_event(STARTED, spec, started_payload(spec))
     try:
         check = cluster_check(spec)
         path = experiment_path(spec.user_name, spec.full_name, check.results_root)
@@ -89,6 +91,8 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
         raise
     finally:
         report.duration_s = time.time() - started
+        event, payload = outcome_event(report)
+        emit_experiment_event(event, spec, payload)
         report_run(spec, report)
     return {
         "df": analysis.df if analysis else None,

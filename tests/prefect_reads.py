@@ -97,3 +97,28 @@ def latest_artifact(kind: str, experiment_name: str, user_name: str = "tester") 
         )
     assert found, f"no {kind} artifact for {experiment_name!r}"
     return found[0]
+
+
+def events_about(resource_id: str, expected: set[str], timeout: float = 60) -> list[Any]:
+    """The events whose resource is ``resource_id``, oldest first, once ``expected`` are in.
+
+    Events are sent in the background and stored in batches: poll until every expected event
+    name is there (or the timeout passes; the caller's assertions then say what is missing).
+    """
+    import time
+
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventResourceFilter
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=10)
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            page = client.read_events(
+                EventFilter(resource=EventResourceFilter(id=[resource_id])), limit=50
+            )
+        events = sorted(page.events, key=lambda e: e.occurred)
+        if expected <= {e.event for e in events} or time.monotonic() > deadline:
+            return events
+        time.sleep(0.5)

@@ -24,7 +24,7 @@ from tests.oom_trainables import (
     read_executions,
     ship_by_value,
 )
-from tests.prefect_reads import latest_artifact, logs_of, task_runs_of
+from tests.prefect_reads import events_about, latest_artifact, logs_of, task_runs_of
 
 ship_by_value(__name__)
 pytestmark = pytest.mark.usefixtures("radas_env")
@@ -149,6 +149,23 @@ def test_rounds_double_until_the_cap_then_fail_keeping_completed(workdir: Path) 
         "start future runs with cpu_per_trial=2"
     ) in summary
     assert str(failed.value) in summary
+    # Prefect events: started, one per re-run round, then partial (the cap), all about the
+    # experiment and related to the flow run.
+    from radas_flows.events import experiment_resource_id
+    from radas_flows.inputs.spec import sanitize_experiment_name
+
+    resource = experiment_resource_id("tester", sanitize_experiment_name("oom-cap", str(workdir)))
+    names = ["radas.experiment.started", "radas.experiment.oom-rerun", "radas.experiment.partial"]
+    events = events_about(resource, set(names))
+    assert [e.event for e in events] == [names[0], names[1], names[1], names[2]]
+    assert [e.payload["cpu_per_trial"] for e in events[1:3]] == [1.0, 2.0]
+    assert [e.payload["trials"] for e in events[1:3]] == [3, 2]
+    assert events[-1].payload["trials"] == {"TERMINATED": 3, "ERROR": 1}
+    assert "still ran out of memory" in events[-1].payload["error"]
+    flow_run_id = latest_artifact("summary", "oom-cap").flow_run_id
+    assert all(
+        e.resource_in_role["flow-run"].id == f"prefect.flow-run.{flow_run_id}" for e in events
+    )
 
     # Everything that completed was kept: analyzing later shows every config once.
     analyzed = run(experiment_name="oom-cap", dos=["analyze"], run_choice=None)

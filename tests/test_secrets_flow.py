@@ -211,7 +211,17 @@ def test_a_failing_run_shows_no_secret(
     assert "Error: ValueError: cannot process rows" in body.get_content()  # type: ignore[union-attr]
     out, err = capfd.readouterr()
     results_dir = Path(os.environ["RADAS_RESULTS_ROOT"], "secrets")
+    from radas_flows.events import experiment_resource_id
+    from radas_flows.inputs.spec import sanitize_experiment_name
+
+    resource = experiment_resource_id(
+        "secrets", sanitize_experiment_name("secret-fails", str(workdir))
+    )
+    events = pr.events_about(resource, {"radas.experiment.started", "radas.experiment.failed"})
+    assert [e.event for e in events][-1] == "radas.experiment.failed"
+    assert "cannot process rows" in events[-1].payload["error"]
     outputs: dict[str, str | bytes] = {
+        "events": "\n".join(e.model_dump_json() for e in events),
         "exception": error_text,
         "email": smtp_server.messages[0].as_bytes(),
         "caplog": logged.text,

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from radas_flows.clusters.registry import ClusterConfig, load_registry, registry_path
+from radas_flows.clusters.registry import ClusterConfig, load_registry, registry_path, with_blocks
 
 __all__ = ["cpu_per_node", "gpu_per_cpu", "gpu_per_node"]
 
@@ -18,17 +18,17 @@ _cache: tuple[tuple[str, int] | None, dict[str, ClusterConfig]] | None = None
 
 
 def _clusters() -> dict[str, ClusterConfig]:
-    """Return the current registry, re-reading the file only when it changed."""
+    """Return the current registry and blocks, re-reading the file only when it changed."""
     global _cache
     path: Path | None = registry_path()
     key = (str(path), path.stat().st_mtime_ns) if path is not None else None
     with _lock:
-        if _cache is not None and _cache[0] == key:
-            return _cache[1]
-    clusters = load_registry(path) if path is not None else {}
-    with _lock:
-        _cache = (key, clusters)
-    return clusters
+        cached = _cache[1] if _cache is not None and _cache[0] == key else None
+    if cached is None:
+        cached = load_registry(path) if path is not None else {}
+        with _lock:
+            _cache = (key, cached)
+    return with_blocks(cached, path)
 
 
 class RegistryField(Mapping[str, V], Generic[V]):
@@ -36,7 +36,8 @@ class RegistryField(Mapping[str, V], Generic[V]):
 
     It reads the registry that :func:`~radas_flows.clusters.registry.registry_path` finds
     when it is used (the file is parsed again only when its path or modification time
-    changes), so it always agrees with ``radas clusters`` and ``get_cluster``. A malformed
+    changes), and the ``RayCluster`` blocks, so it always agrees with ``radas clusters`` and
+    ``get_cluster``. A malformed
     registry raises :class:`~radas_flows.clusters.registry.RegistryError` on use.
 
     Example:
@@ -57,7 +58,7 @@ class RegistryField(Mapping[str, V], Generic[V]):
             known = ", ".join(repr(n) for n in clusters) or "none"
             raise KeyError(
                 f"Unknown cluster {name!r} for {self._field}; clusters in the registry "
-                f"({registry_path()}): {known}."
+                f"({registry_path()}) and RayCluster blocks: {known}."
             )
         return self._getter(clusters[name])
 

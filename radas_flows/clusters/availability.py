@@ -198,8 +198,7 @@ class _Probe:
         if code in (401, 403):
             self.error = (
                 f"online, but it {'needs' if code == 401 else 'rejected'} the auth token "
-                f"(HTTP {code}); check token_file/token_env in the [{self.cluster.name}] "
-                f"table of {self.cluster.source}"
+                f"(HTTP {code}); check the token of {self.cluster.where}"
             )
             return
         if code != 200:
@@ -288,7 +287,7 @@ def format_availability(statuses: Sequence[ClusterStatus]) -> str:
 
 
 def get_cluster_availability(*, timeout: float = 2.0) -> str:
-    """Probe every registered cluster and describe them in the spec's text format.
+    """Probe every registered cluster (TOML registry and ``RayCluster`` blocks) and describe them.
 
     Args:
         timeout: Seconds to wait for the clusters' answers (all are probed at once).
@@ -311,10 +310,10 @@ def get_cluster_availability(*, timeout: float = 2.0) -> str:
     if not statuses:
         where = registry_path()
         text += (
-            f"\n- none: {where} names no cluster"
+            f"\n- none: {where} names no cluster and there is no RayCluster block"
             if where is not None
             else "\n- none: no cluster registry found (set RADAS_CLUSTERS_FILE, or create "
-            "./radas_clusters.toml or ~/.config/radas/clusters.toml)"
+            "./radas_clusters.toml or ~/.config/radas/clusters.toml) and no RayCluster block"
         )
     return text
 

@@ -8,7 +8,10 @@ from pathlib import Path
 
 from radas_flows.errors import RadasError, RadasValueError
 
-__all__ = ["ClusterAuthError", "ClusterConfig", "RegistryError"]
+__all__ = ["BLOCK_TYPE_SLUG", "ClusterAuthError", "ClusterConfig", "RegistryError"]
+
+BLOCK_TYPE_SLUG = "ray-cluster"
+"""The Prefect block type slug of :class:`~radas_flows.clusters.blocks.RayCluster`."""
 
 
 class RegistryError(RadasValueError):
@@ -33,11 +36,14 @@ class ClusterConfig:
         token_file: File holding the cluster's Ray auth token (``~`` expanded), if any.
         token_env: Environment variable holding the cluster's Ray auth token, if any.
         results_root: Where Tune results are stored: a shared folder or ``s3://bucket/prefix``.
-        source: The registry file this entry was read from.
+        source: The registry file this entry was read from, or for a cluster defined as a
+            ``RayCluster`` Prefect block, ``"Prefect block ray-cluster/<name>"``.
         token_refused: Why this entry may not read its token, or ``None`` when it may: set
             for a registry found in the working directory whose ``token_file`` lies outside
             that directory (or that names a ``token_env``) without the user's own registry
             pairing that token with the same address (see :mod:`radas_flows.clusters.registry`).
+        from_block: The entry is a ``RayCluster`` block (its token is read from the block
+            when needed and is never held here).
 
     Example:
         >>> from radas_flows.clusters.registry import get_cluster
@@ -55,8 +61,16 @@ class ClusterConfig:
     token_file: str | None
     token_env: str | None
     results_root: str | None
-    source: Path
+    source: Path | str
     token_refused: str | None = None
+    from_block: bool = False
+
+    @property
+    def where(self) -> str:
+        """Where this entry is defined, for messages: its TOML table or its block."""
+        if self.from_block:
+            return f"the RayCluster block {self.name!r} ({BLOCK_TYPE_SLUG}/{self.name})"
+        return f"the [{self.name}] table of {self.source}"
 
     def read_token(self) -> str | None:
         """Read the cluster's Ray auth token from its ``token_file`` or ``token_env``.
@@ -74,6 +88,8 @@ class ClusterConfig:
         """
         if self.token_refused is not None:
             raise ClusterAuthError(self.token_refused)
+        if self.from_block:
+            return _block_token(self.name)
         if self.token_file is not None:
             path = Path(self.token_file)
             try:
@@ -106,3 +122,30 @@ class ClusterConfig:
                 )
             return token
         return None
+
+
+def _block_token(name: str) -> str | None:
+    """Read the token of the ``RayCluster`` block ``name`` from the Prefect API.
+
+    The value is registered for redaction (logs, task errors) before it is returned.
+    """
+    from prefect.client.orchestration import get_client
+
+    from radas_flows._redaction import register_secret
+
+    try:
+        with get_client(sync_client=True) as client:
+            document = client.read_block_document_by_name(
+                name, block_type_slug=BLOCK_TYPE_SLUG, include_secrets=True
+            )
+    except Exception as e:
+        raise ClusterAuthError(
+            f"Cluster {name!r}: cannot read the token of the RayCluster block {name!r} from "
+            f"the Prefect API ({type(e).__name__}: {e}). Check that the API is reachable and "
+            f"that the block exists (prefect block ls)."
+        ) from e
+    token = (document.data or {}).get("token")
+    if not isinstance(token, str) or not token.strip():
+        return None
+    register_secret(token.strip())
+    return token.strip()

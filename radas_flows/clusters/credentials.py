@@ -78,7 +78,7 @@ def plain_http_warning(cluster: ClusterConfig) -> str | None:
         f"Cluster {cluster.name!r}: radas sends its Ray auth token over plain http:// to "
         f"{parts.hostname}, which is not this machine, so anyone on the network path (and any "
         f"HTTP proxy set in the environment) can read it. Serve the dashboard over https:// "
-        f"and write that address in the [{cluster.name}] table of {cluster.source}, or reach "
+        f"and write that address in {cluster.where}, or reach "
         f"the cluster through an SSH tunnel to 127.0.0.1."
     )
 
@@ -121,7 +121,7 @@ def redirect_error(
         where = f"a redirect to {target}"
         fix = (
             f"If the cluster's dashboard now answers at {parts.scheme}://{parts.netloc}, write "
-            f"that address in the [{cluster.name}] table of {cluster.source}; otherwise ask the "
+            f"that address in {cluster.where}; otherwise ask the "
             f"cluster's operator why it redirects."
         )
     else:

@@ -124,6 +124,8 @@ def _token_source(cluster: ClusterConfig) -> str:
         return f"token_file {cluster.token_file!r}"
     if cluster.token_env is not None:
         return f"the environment variable {cluster.token_env} (token_env)"
+    if cluster.from_block:
+        return f"the token of {cluster.where}"
     return "no token"
 
 
@@ -161,7 +163,7 @@ def job_client(
     """
     headers = auth_headers(cluster)
     token = headers.get("Authorization")
-    where = f"the [{cluster.name}] table of {cluster.source}"
+    where = cluster.where
     try:
         return _client_class()(cluster, headers=headers, timeout=timeout, read_timeout=read_timeout)
     except Exception as e:
@@ -169,8 +171,12 @@ def job_client(
             if token is None:
                 raise ClusterAuthError(
                     f"Cluster {cluster.name!r} at {cluster.address} requires a Ray auth token, "
-                    f'and the registry names none for it: add token_file = "<path>" or '
-                    f'token_env = "<VAR>" to {where}.'
+                    f"and the registry names none for it: "
+                    + (
+                        f"set the token of {where}."
+                        if cluster.from_block
+                        else f'add token_file = "<path>" or token_env = "<VAR>" to {where}.'
+                    )
                 ) from e
             raise ClusterAuthError(
                 f"Cluster {cluster.name!r} at {cluster.address} rejected the auth token from "

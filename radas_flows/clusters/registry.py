@@ -11,15 +11,14 @@ own registry (``~/.config/radas/clusters.toml``) pairs the same token with the s
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
+from radas_flows._artifacts import run_logger
 from radas_flows.clusters.config import ClusterAuthError, ClusterConfig, RegistryError
-from radas_flows.inputs.rules import is_cluster_name
+from radas_flows.clusters.entry import validate_entry
 
 __all__ = [
     "ENV_VAR",
@@ -31,6 +30,7 @@ __all__ = [
     "get_cluster",
     "load_registry",
     "registry_path",
+    "with_blocks",
 ]
 
 ENV_VAR = "RADAS_CLUSTERS_FILE"
@@ -51,8 +51,6 @@ gpu_per_cpu = 0.125
 hint = "32G GRAM per GPU, the default choice"
 token_file = "~/.ray/atol_token"      # optional; or token_env = "VAR"
 results_root = "/mnt/data/nfs/ray-results"   # optional; shared folder or s3://bucket/prefix"""
-
-_RESERVED_NAMES = frozenset({"local"})
 
 
 def registry_path() -> Path | None:
@@ -96,158 +94,22 @@ def _where() -> str:
     return f"${ENV_VAR}, ./{PROJECT_FILE} or {USER_FILE}"
 
 
-_REQUIRED: dict[str, tuple[type, ...]] = {
-    "address": (str,),
-    "cpu_per_node": (int,),
-    "gpu_per_node": (int,),
-    "gpu_per_cpu": (int, float),
-    "hint": (str,),
-}
-_OPTIONAL: dict[str, tuple[type, ...]] = {
-    "token_file": (str,),
-    "token_env": (str,),
-    "results_root": (str,),
-}
-_TYPE_NAMES = {
-    "address": 'a string such as "http://10.0.0.5:8265"',
-    "cpu_per_node": "an integer such as 64",
-    "gpu_per_node": "an integer such as 8 (0 for a CPU cluster)",
-    "gpu_per_cpu": "a number such as 0.125 (0 for a CPU cluster)",
-    "hint": "a string",
-    "token_file": 'a string such as "~/.ray/my_token"',
-    "token_env": 'a string such as "MY_CLUSTER_TOKEN"',
-    "results_root": 'a string such as "/mnt/nfs/ray-results" or "s3://bucket/prefix"',
-}
-
-
-def _check_address(address: str) -> str | None:
-    """Return a problem with a Jobs API address, or None when it is well formed."""
-    try:
-        parts = urlsplit(address)
-        port = parts.port
-    except ValueError:
-        return "is not a valid URL"
-    if parts.scheme not in ("http", "https"):
-        return "must start with http:// or https://"
-    if not parts.hostname:
-        return "has no host"
-    if port is None:
-        return "has no port (the dashboard listens on 8265 by default)"
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        return "must be only scheme, host and port (no path, query or fragment)"
-    return None
-
-
-def _validate_entry(name: str, table: Any, source: Path) -> tuple[ClusterConfig | None, list[str]]:
-    """Validate one cluster table; return the config (when valid) and the problems found."""
-    where = f"cluster {name!r} in {source}"
-    problems: list[str] = []
-    if not isinstance(table, dict):
-        return None, [
-            f"{name!r} in {source} is not a table: write each cluster as a [{name}] table "
-            f"with the keys {', '.join(_REQUIRED)}."
-        ]
-    if name in _RESERVED_NAMES:
-        problems.append(
-            f"{where}: the name {name!r} is reserved for this machine (run_with='local'); "
-            f"rename the table."
-        )
-    elif not is_cluster_name(name):
-        problems.append(
-            f"{where}: the name may use only letters, digits, '.', '_' and '-' and must "
-            f"start with a letter or digit; rename the table."
-        )
-    known = set(_REQUIRED) | set(_OPTIONAL)
-    for key in sorted(set(table) - known):
-        problems.append(
-            f"{where}: unknown key {key!r}; allowed keys are {', '.join(sorted(known))}. "
-            f"Remove it or fix its spelling."
-        )
-    for key in _REQUIRED:
-        if key not in table:
-            problems.append(f"{where}: missing key {key!r}; add {key} = {_TYPE_NAMES[key]}.")
-    for key, types in (_REQUIRED | _OPTIONAL).items():
-        if key not in table:
-            continue
-        value = table[key]
-        if isinstance(value, bool) or not isinstance(value, types):
-            problems.append(
-                f"{where}: key {key!r} is {value!r} ({type(value).__name__}); it must be "
-                f"{_TYPE_NAMES[key]}."
-            )
-    if problems:
-        return None, problems
-
-    address: str = table["address"].strip()
-    address_problem = _check_address(address)
-    if address_problem:
-        problems.append(
-            f"{where}: key 'address' = {address!r} {address_problem}; write it as "
-            f'"http://host:port", the Ray dashboard / Jobs API address.'
-        )
-    cpu_per_node: int = table["cpu_per_node"]
-    gpu_per_node: int = table["gpu_per_node"]
-    gpu_per_cpu = float(table["gpu_per_cpu"])
-    if cpu_per_node < 1:
-        problems.append(f"{where}: key 'cpu_per_node' = {cpu_per_node} must be at least 1.")
-    if gpu_per_node < 0:
-        problems.append(f"{where}: key 'gpu_per_node' = {gpu_per_node} must be 0 or more.")
-    if not math.isfinite(gpu_per_cpu) or gpu_per_cpu < 0:
-        problems.append(f"{where}: key 'gpu_per_cpu' = {gpu_per_cpu} must be 0 or more.")
-    elif gpu_per_cpu * cpu_per_node > gpu_per_node + 1e-9:
-        problems.append(
-            f"{where}: gpu_per_cpu * cpu_per_node = {gpu_per_cpu} * {cpu_per_node} = "
-            f"{gpu_per_cpu * cpu_per_node:g} is more than gpu_per_node = {gpu_per_node}; "
-            f"lower gpu_per_cpu to at most {gpu_per_node / max(cpu_per_node, 1):g}."
-        )
-    if "token_file" in table and "token_env" in table:
-        problems.append(
-            f"{where}: set only one of 'token_file' and 'token_env', not both; remove one."
-        )
-    if table.get("token_env", "x").strip() == "":
-        problems.append(f"{where}: key 'token_env' is empty; name an environment variable.")
-    if table.get("token_file", "x").strip() == "":
-        problems.append(f"{where}: key 'token_file' is empty; name the token file.")
-    if problems:
-        return None, problems
-
-    token_file = table.get("token_file")
-    if token_file is not None:
-        token_path = Path(token_file.strip()).expanduser()
-        if not token_path.is_absolute():
-            token_path = source.parent / token_path
-        token_file = str(token_path)
-    results_root = table.get("results_root")
-    if results_root is not None and results_root.startswith("~"):
-        results_root = str(Path(results_root).expanduser())
-    return (
-        ClusterConfig(
-            name=name,
-            address=address.rstrip("/"),
-            cpu_per_node=cpu_per_node,
-            gpu_per_node=gpu_per_node,
-            gpu_per_cpu=gpu_per_cpu,
-            hint=table["hint"].strip(),
-            token_file=token_file,
-            token_env=table.get("token_env", "").strip() or None,
-            results_root=results_root,
-            source=source,
-        ),
-        [],
-    )
-
-
 def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, ClusterConfig]:
     """Read and validate the cluster registry.
 
     Args:
         path: The registry file; by default the one :func:`registry_path` finds.
 
+    Without ``path``, the clusters saved as ``RayCluster`` Prefect blocks are included
+    (after the file's; a name in both is the file's entry, with a warning), when a Prefect API
+    is configured or this runs inside a flow run.
+
     Returns:
-        The clusters by name, in the file's order; empty when there is no registry file.
+        The clusters by name, in the file's order; empty when there is no registry file
+        and no block.
 
     Raises:
-        RegistryError: The file cannot be read, is not valid TOML, or an entry is
+        RegistryError: The file cannot be read, is not valid TOML, or an entry or block is
             invalid. The message lists every problem with the cluster, key and file.
 
     Example:
@@ -256,8 +118,11 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Clust
         ['atol-gpu-5090', 'gcp-cpu']
     """
     source = Path(path).expanduser() if path is not None else registry_path()
-    if source is None:
-        return {}
+    clusters = _load_file(source) if source is not None else {}
+    return clusters if path is not None else with_blocks(clusters, source)
+
+
+def _load_file(source: Path) -> dict[str, ClusterConfig]:
     try:
         with source.open("rb") as f:
             data = tomllib.load(f)
@@ -273,7 +138,7 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Clust
     clusters: dict[str, ClusterConfig] = {}
     problems: list[str] = []
     for name, table in data.items():
-        config, entry_problems = _validate_entry(name, table, source)
+        config, entry_problems = validate_entry(name, table, source)
         problems.extend(entry_problems)
         if config is not None:
             clusters[name] = config
@@ -389,16 +254,52 @@ def get_cluster(name: str, *, path: str | os.PathLike[str] | None = None) -> Clu
         'http://10.0.0.5:8265'
     """
     source = Path(path).expanduser() if path is not None else registry_path()
+    clusters = load_registry(path)
+    if name in clusters:
+        return clusters[name]
+    blocks = "" if path is not None else f" {_blocks_note()}"
     if source is None:
         raise RegistryError(
-            f"Unknown cluster {name!r}: no cluster registry found (looked in {_where()}). "
-            f"Create one with a table per cluster, for example:\n{_EXAMPLE}"
+            f"Unknown cluster {name!r}: no cluster registry found (looked in {_where()}).{blocks} "
+            f"Save a RayCluster block named {name!r}, or create a registry with a table per "
+            f"cluster, for example:\n{_EXAMPLE}"
         )
-    clusters = load_registry(source)
-    if name not in clusters:
-        known = ", ".join(repr(n) for n in clusters) or "none"
-        raise RegistryError(
-            f"Unknown cluster {name!r}. Clusters in {source}: {known}. Use one of these "
-            f"names, or add a [{name}] table to that file."
-        )
-    return clusters[name]
+    known = ", ".join(repr(n) for n in clusters) or "none"
+    raise RegistryError(
+        f"Unknown cluster {name!r}. Clusters in {source}"
+        f"{'' if path is not None else ' and RayCluster blocks'}: {known}.{blocks} Use one of "
+        f"these names, or add a [{name}] table to that file"
+        f"{'' if path is not None else ' or save a RayCluster block of that name'}."
+    )
+
+
+_shadowed: set[str] = set()
+
+
+def _blocks_note() -> str:
+    from radas_flows.clusters.blocks import block_clusters
+
+    try:
+        reason = block_clusters()[1]
+    except RegistryError as e:
+        return f"RayCluster blocks were not used: {e}"
+    return f"RayCluster blocks were not read: {reason}." if reason else ""
+
+
+def with_blocks(
+    clusters: dict[str, ClusterConfig], source: Path | None
+) -> dict[str, ClusterConfig]:
+    """Add the ``RayCluster`` blocks to the file's clusters; the file's entry wins a name."""
+    from radas_flows.clusters.blocks import block_clusters
+
+    merged = dict(clusters)
+    for name, cluster in block_clusters()[0].items():
+        if name not in merged:
+            merged[name] = cluster
+        elif name not in _shadowed:
+            _shadowed.add(name)
+            run_logger(__name__).warning(
+                f"Cluster {name!r} is both in {source} and a RayCluster block; using the "
+                f"entry of {source}. Rename or delete one of them."
+            )
+    return merged

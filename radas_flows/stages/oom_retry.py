@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from radas_flows._redaction import scrub_errors
 from radas_flows.driver import config_list_searcher
 from radas_flows.errors import RadasValueError
+from radas_flows.events import OOM_RERUN, emit_experiment_event
 from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.oom.detect import classify_error
 from radas_flows.oom.merge import (
@@ -245,6 +246,11 @@ def escalate(
         manifest.rounds.append(step)
         write_manifest(experiment, manifest)
         logger.warning("%s", round_text(step, histories, experiment, max_rounds))
+        emit_experiment_event(
+            OOM_RERUN,
+            spec,
+            {"round": step.number, "cpu_per_trial": step.cpu_per_trial, "trials": len(step.roots)},
+        )
         configs = [histories[root].config for root in step.roots]
         outcome = oom_retry(spec, check, step, configs)
         rounds_run += 1

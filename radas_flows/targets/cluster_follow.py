@@ -136,8 +136,8 @@ def follow_job(
             f"Job {job_id} on cluster {name!r} ended {status_value}, but no results can be read "
             f"from {handle.experiment_path} ({type(e).__name__}: {e}). The cluster's results_root "
             f"({cluster.results_root or 'the local results root'}) must be reachable from here "
-            f"at the same path, or be an s3:// URI; fix results_root in the [{name}] table of "
-            f"{cluster.source}."
+            f"at the same path, or be an s3:// URI; fix results_root in "
+            f"{cluster.where}."
         ) from e
 
 

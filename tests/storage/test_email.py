@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import time
 import traceback
 from collections.abc import Callable
@@ -92,12 +93,20 @@ def test_login_with_user_and_password(
         server, RADAS_SMTP_USER=smtp_credentials.user, RADAS_SMTP_PASSWORD=smtp_credentials.password
     )
 
-    with caplog.at_level(logging.WARNING, logger="radas_flows.email"):
-        send_email("alice@example.com", "hello", "body")
+    # The connection is prefect-email's EmailServerCredentials.get_server(), which warns too,
+    # to its own logger (Prefect's loggers do not propagate to the root logger).
+    prefect_email_log = logging.getLogger("prefect.prefect_email.credentials")
+    prefect_email_log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="radas_flows.email"):
+            send_email("alice@example.com", "hello", "body")
+    finally:
+        prefect_email_log.removeHandler(caplog.handler)
 
     assert server.logins == [(smtp_credentials.user, smtp_credentials.password)]
     assert len(server.messages) == 1
     assert "plain text" in caplog.text
+    assert "SMTP login is not secure without a verified SSL/TLS" in caplog.text
     assert smtp_credentials.password not in caplog.text
 
 
@@ -142,6 +151,29 @@ def test_unreachable_server_clear_error_fast_without_password(
             assert "RADAS_SMTP" in str(e)
             raise
     assert time.monotonic() - start < 10
+
+
+def test_a_server_that_never_answers_times_out(
+    smtp_env: Callable[..., None], smtp_credentials: Credentials
+) -> None:
+    """A server that accepts the connection and never greets: RADAS_SMTP_TIMEOUT applies."""
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(4)
+        port = hung.getsockname()[1]
+        smtp_env(
+            RADAS_SMTP_HOST="127.0.0.1",
+            RADAS_SMTP_PORT=str(port),
+            RADAS_SMTP_SECURITY="starttls",
+            RADAS_SMTP_TIMEOUT="1",
+            RADAS_SMTP_PASSWORD=smtp_credentials.password,
+        )
+        start = time.monotonic()
+        with pytest.raises(EmailSendError, match=r"timed out") as info:
+            send_email("alice@example.com", "hello", "body")
+        assert time.monotonic() - start < 10
+    assert smtp_credentials.password not in _full_text(info.value)
+    assert socket.getdefaulttimeout() is None  # put back after connecting
 
 
 def test_starttls_with_verified_certificate(
