@@ -208,6 +208,13 @@ def _validate_entry(name: str, table: Any, source: Path) -> tuple[ClusterConfig 
         problems.append(f"{where}: key 'token_env' is empty; name an environment variable.")
     if table.get("token_file", "x").strip() == "":
         problems.append(f"{where}: key 'token_file' is empty; name the token file.")
+    results_root = table.get("results_root", "/").strip()
+    if "://" not in results_root and not Path(results_root).expanduser().is_absolute():
+        problems.append(
+            f"{where}: key 'results_root' = {results_root!r} is a relative path; write the "
+            'absolute folder every node mounts, such as "/mnt/nfs/ray-results", or a URI such '
+            'as "s3://bucket/prefix".'
+        )
     if problems:
         return None, problems
 
