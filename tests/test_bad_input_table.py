@@ -71,9 +71,11 @@ CASES: list[Case] = [
     Case("param-space-list", "api", r"param_space=\[1, 2\] must be a dict",
          {"param_space": [1, 2]}),
     Case("tune-config-dict", "api", r"tuner_init_kwargs\['tune_config'\]=\{'num_samples': 2\} "
-         r"must be a ray.tune.TuneConfig", {"tuner_init_kwargs": {"tune_config": {"num_samples": 2}}}),
+         r"must be a ray.tune.TuneConfig",
+         {"tuner_init_kwargs": {"tune_config": {"num_samples": 2}}}),
     Case("yes-string", "api", r"yes='yes' must be True or False", {"yes": "yes"}),
-    Case("cpu-nan", "api", r"cpu_per_trial=nan must be greater than 0", {"cpu_per_trial": float("nan")}),
+    Case("cpu-nan", "api", r"cpu_per_trial=nan must be greater than 0",
+         {"cpu_per_trial": float("nan")}),
     Case("cpu-bool", "api", r"cpu_per_trial=True is not a number", {"cpu_per_trial": True}),
     Case("plot-kwargs-list", "api", r"plot_kwargs=\['x'\] must be a dict", {"plot_kwargs": ["x"]}),
     Case("cluster-cpu-above-node", "api", r"cpu_per_trial=3(\.0)? is more than cpu_per_node of "
@@ -139,7 +141,8 @@ CASES: list[Case] = [
     Case("env-smtp-port", "env", r"RADAS_SMTP_PORT='smtp' is not a port number",
          {"email_notification_to_address": "a@example.com"},
          env={"RADAS_SMTP_HOST": "127.0.0.1", "RADAS_SMTP_PORT": "smtp"}),
-    Case("env-smtp-none", "env", r"RADAS_SMTP_HOST", {"email_notification_to_address": "a@example.com"}),
+    Case("env-smtp-none", "env", r"RADAS_SMTP_HOST",
+         {"email_notification_to_address": "a@example.com"}),
     # --- the radas command line ---------------------------------------------------------------
     Case("cli-timeout-inf", "cli", r"argument --timeout: 'inf' is not a number of seconds "
          r"greater than 0", argv=("clusters", "--timeout", "inf")),
