@@ -14,7 +14,7 @@ import pytest
 
 from tests.deployments.conftest import Server, wait_final
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 RUNS = 20
 TRAINABLE = "tests.trainables_for_tests:returning"
@@ -52,7 +52,9 @@ def _counts(server: Server, tmp: Path) -> dict[str, Any]:
         "processes": sorted(p.name() for p in procs if p.is_running()),
         "ports": len(ports),
         "fds": fds,
-        "temp": sorted(str(p.relative_to(tmp)) for p in tmp.iterdir()),
+        "temp": sorted(p.name for p in tmp.iterdir()),
+        "ray_sessions": len(list(tmp.glob("ray/session_2*"))),
+        "ray_other": sorted(p.name for p in tmp.glob("ray/*") if not p.name.startswith("session")),
         "limits": sorted(lim["name"] for lim in limits),
     }
 
@@ -107,7 +109,9 @@ def test_twenty_sweeps_back_to_back_leave_nothing_behind(deployed: Server, run_t
     assert after["processes"] == before["processes"]
     assert after["ports"] <= before["ports"]
     assert after["fds"] <= before["fds"] + RUNS // 2  # a leak of one a run would show
-    assert after["temp"] == before["temp"]
+    assert after["temp"] == before["temp"] and after["ray_other"] == before["ray_other"]
+    # Ray keeps each session's logs (about 0.4 MB) in $TMPDIR/ray: one folder a run, no more.
+    assert after["ray_sessions"] == before["ray_sessions"] + RUNS
     assert after["limits"] == before["limits"]
     stored = sorted(p.name for p in (deployed.results / "soak").iterdir() if p.is_dir())
     assert len(stored) == RUNS + 1  # every sweep stored its results
