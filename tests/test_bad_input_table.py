@@ -52,13 +52,13 @@ class Case:
 LONG = "x" * 300
 CASES: list[Case] = [
     # --- run_experiment ---------------------------------------------------------------------
-    Case("name-nul", "api", r"experiment_name='a\\x00b' contains the control character '\\x00'",
+    Case("name-nul", "api", r"experiment_name='a\\x00b' contains the non-printing character '\\x00'",
          {"experiment_name": "a\x00b"}),
-    Case("name-newline", "api", r"experiment_name='lr\\nsweep' contains the control character",
+    Case("name-newline", "api", r"experiment_name='lr\\nsweep' contains the non-printing character",
          {"experiment_name": "lr\nsweep"}),
-    Case("name-escape", "api", r"contains the control character '\\x1b' at position 1: .*"
+    Case("name-escape", "api", r"contains the non-printing character '\\x1b' at position 1: .*"
          r"printable characters only", {"experiment_name": "a\x1b[31mred"}),
-    Case("name-zero-width", "api", r"control character '\\u200b'",
+    Case("name-zero-width", "api", r"non-printing character '\\u200b'",
          {"experiment_name": "lr\u200bsweep"}),
     Case("name-300", "api", r"\(300 characters\) makes the results folder name .* radas "
          r"allows 240 .*: use an experiment_name of at most \d+ characters",
@@ -82,7 +82,7 @@ CASES: list[Case] = [
          r"loopback \(2\)",
          {"run_with": "cluster:loopback", "cpu_per_trial": 3}),
     # --- the flow's JSON parameters -------------------------------------------------------
-    Case("json-name-newline", "flow", r"experiment_name='x\\ny' contains the control character",
+    Case("json-name-newline", "flow", r"experiment_name='x\\ny' contains the non-printing character",
          {"experiment_name": "x\ny"}),
     Case("json-name-300", "flow", r"\(300 characters\) makes the results folder name",
          {"experiment_name": LONG}),

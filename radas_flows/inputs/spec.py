@@ -50,6 +50,11 @@ _EMAIL_RE = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
 def sanitize_experiment_name(experiment_name: object, cwd: str | None = None) -> str:
     """Prefix ``experiment_name`` with the working directory; non-alphanumerics become ``_``.
 
+    Raises:
+        RadasValueError: The name is empty, holds a non-printing character (control or
+            format characters such as NUL, newline, ESC or a zero-width space), or the folder
+            name would be longer than :data:`MAX_FOLDER_NAME` characters.
+
     Example:
         >>> sanitize_experiment_name("my-experiment", cwd="/mnt/data/home/user/project")
         '_mnt_data_home_user_project_my_experiment'
@@ -63,7 +68,7 @@ def sanitize_experiment_name(experiment_name: object, cwd: str | None = None) ->
     bad = next((c for c in name if unicodedata.category(c)[0] == "C"), None)
     if bad is not None:
         raise RadasValueError(
-            f"experiment_name={name!r} contains the control character {bad!r} at position "
+            f"experiment_name={name!r} contains the non-printing character {bad!r} at position "
             f"{name.index(bad)}: it would reach file names, logs, emails and the UI. Use "
             "printable characters only, for example experiment_name='lr-sweep'."
         )
