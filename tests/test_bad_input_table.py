@@ -52,7 +52,8 @@ class Case:
 LONG = "x" * 300
 CASES: list[Case] = [
     # --- run_experiment ---------------------------------------------------------------------
-    Case("name-nul", "api", r"experiment_name='a\\x00b' contains the non-printing character '\\x00'",
+    Case("name-nul", "api", r"experiment_name='a\\x00b' contains the non-printing "
+         r"character '\\x00'",
          {"experiment_name": "a\x00b"}),
     Case("name-newline", "api", r"experiment_name='lr\\nsweep' contains the non-printing character",
          {"experiment_name": "lr\nsweep"}),
@@ -82,7 +83,8 @@ CASES: list[Case] = [
          r"loopback \(2\)",
          {"run_with": "cluster:loopback", "cpu_per_trial": 3}),
     # --- the flow's JSON parameters -------------------------------------------------------
-    Case("json-name-newline", "flow", r"experiment_name='x\\ny' contains the non-printing character",
+    Case("json-name-newline", "flow", r"experiment_name='x\\ny' contains the non-printing "
+         r"character",
          {"experiment_name": "x\ny"}),
     Case("json-name-300", "flow", r"\(300 characters\) makes the results folder name",
          {"experiment_name": LONG}),
