@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +18,41 @@ def _default_user() -> str:
         return current_user_name()
     except RuntimeError:  # no user name in the environment or password database
         return "user"
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds greater than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds greater than 0; use for example 5"
+        )
+    return value
+
+
+def _user_name(text: str) -> str:
+    """An argparse type: a radas user name (as ``user_name`` of a run)."""
+    from radas_flows.inputs.rules import check_user_name
+
+    try:
+        return check_user_name(text)
+    except RadasError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("user_name=", "--user ")) from e
+
+
+def _cluster_name(text: str) -> str:
+    """An argparse type: a cluster name as the registry writes it."""
+    from radas_flows.inputs.rules import is_cluster_name
+
+    if not is_cluster_name(text):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a cluster name (letters, digits, '.', '_' and '-', starting with "
+            "a letter or digit); use a name that `radas clusters` lists"
+        )
+    return text
 
 
 def _cmd_clusters(args: argparse.Namespace) -> int:
@@ -63,16 +99,21 @@ def _cmd_stop(args: argparse.Namespace) -> int:
 
 def _add_cluster_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--cluster", required=True, metavar="NAME", help="a cluster name from `radas clusters`"
+        "--cluster",
+        required=True,
+        type=_cluster_name,
+        metavar="NAME",
+        help="a cluster name from `radas clusters`",
     )
     parser.add_argument(
         "--user",
         default=_default_user(),
+        type=_user_name,
         metavar="USER",
         help="the user whose jobs to manage (default: the login name)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=5.0, help="seconds to wait for the cluster (default 5)"
+        "--timeout", type=_seconds, default=5.0, help="seconds to wait for the cluster (default 5)"
     )
 
 
@@ -95,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "clusters", help="list the registered clusters with their status and hints"
     )
     clusters.add_argument(
-        "--timeout", type=float, default=2.0, help="seconds to wait for each cluster (default 2)"
+        "--timeout", type=_seconds, default=2.0, help="seconds to wait for each cluster (default 2)"
     )
     clusters.set_defaults(func=_cmd_clusters)
 

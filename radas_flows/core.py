@@ -8,7 +8,7 @@ from pathlib import Path
 
 from radas_flows.errors import RadasValueError
 from radas_flows.inputs.rules import check_user_name, current_user_name, parse_run_with
-from radas_flows.storage import normalize_root
+from radas_flows.storage import is_uri, normalize_root
 
 RESULTS_ROOT_ENV = "RADAS_RESULTS_ROOT"
 LOCAL_CPUS_ENV = "RADAS_LOCAL_NUM_CPUS"
@@ -17,8 +17,27 @@ LOCAL_GPU_PER_CPU_ENV = "RADAS_LOCAL_GPU_PER_CPU"
 
 
 def results_root() -> str:
-    """The results root: ``$RADAS_RESULTS_ROOT``, else ``~/radas-results``."""
-    return normalize_root(os.environ.get(RESULTS_ROOT_ENV) or str(Path.home() / "radas-results"))
+    """The results root: ``$RADAS_RESULTS_ROOT``, else ``~/radas-results``.
+
+    Raises:
+        RadasValueError: The variable holds a relative path or a control character.
+    """
+    raw = os.environ.get(RESULTS_ROOT_ENV, "").strip()
+    if not raw:
+        return normalize_root(str(Path.home() / "radas-results"))
+    bad = next((c for c in raw if not c.isprintable()), None)
+    if bad is not None:
+        raise RadasValueError(
+            f"{RESULTS_ROOT_ENV}={raw!r} contains the control character {bad!r}: set it to an "
+            "absolute folder such as /mnt/shared/radas-results, or a URI such as s3://bucket/runs."
+        )
+    if not is_uri(raw) and not Path(raw).expanduser().is_absolute():
+        raise RadasValueError(
+            f"{RESULTS_ROOT_ENV}={raw!r} is a relative path: it would name another folder from "
+            "each working directory. Set it to an absolute folder such as "
+            "/mnt/shared/radas-results (or ~/radas-results), or a URI such as s3://bucket/runs."
+        )
+    return normalize_root(raw)
 
 
 def get_ray_results_dir(user_name: str | None = None, run_with: str | None = None) -> str:

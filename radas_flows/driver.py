@@ -44,6 +44,8 @@ class DriverSpec:
     # Values for a local run; for a cluster job only names of variables of its environment.
     secrets: TrialSecrets = field(default_factory=_no_secrets, repr=False)
     run_id: str = "run"  # key of this run's progress (local) or log marker lines (cluster job)
+    # The working directory and experiment_name the folder belongs to (radas_flows.origin).
+    origin: dict[str, str] | None = None
 
     @property
     def experiment_path(self) -> str:
@@ -207,6 +209,10 @@ def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
         run_config.callbacks = [*kept, *callbacks]
     else:
         Storage(spec.experiment_path).remove()
+        if spec.origin is not None:
+            from radas_flows.origin import record_origin
+
+            record_origin(spec.experiment_path, spec.origin)
         tuner = tune.Tuner(
             with_resources,
             param_space=spec.param_space,

@@ -123,6 +123,9 @@ async def run_experiment(
     )
     # Validate everything before Prefect or Ray start: bad input fails here, in milliseconds.
     build_spec(**kwargs, cwd=os.getcwd())
+    from radas_flows.inputs.environment import check_run_environment
+
+    check_run_environment(email=False)  # the SMTP settings are checked in the flow
     # Prefect stores the flow's parameters: secrets (and Tune's config objects, whose every
     # attribute Prefect's encoder would copy) go to the flow as references to values held in
     # this process, never as values (see radas_flows.secret_refs).

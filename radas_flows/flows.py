@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from prefect import flow, tags
 from pydantic import Field
 
+from radas_flows.inputs.environment import check_run_environment
 from radas_flows.inputs.flow_params import (
     FunctionParameter,
     PythonObjectsParameter,
@@ -232,6 +233,7 @@ def radas(
         cwd=cwd,
     )
     spec = build_spec(**arguments, cwd=cwd)
+    check_run_environment(email=spec.email_notification_to_address is not None)
     flow_run_id = _label_flow_run(spec)
     with _experiment_lock(spec, flow_run_id), tags(*run_tags(spec)):
         result = run_spec(spec)

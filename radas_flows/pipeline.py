@@ -14,6 +14,7 @@ from radas_flows.errors import ExperimentStoppedError
 from radas_flows.events import STARTED, emit_experiment_event, outcome_event, started_payload
 from radas_flows.inputs.spec import FOLLOW_RUN_CHOICES, ExperimentSpec
 from radas_flows.oom.rounds import max_oom_rounds
+from radas_flows.origin import check_origin, origin_record, read_origin, record_origin
 from radas_flows.report import RunReport, run_outcome
 from radas_flows.run_choice import decide_mode, experiment_exists
 from radas_flows.secrets import redact_registered, scrub_exception
@@ -41,6 +42,8 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
         check = cluster_check(spec)
         path = experiment_path(spec.user_name, spec.full_name, check.results_root)
         report.results_path = path
+        # A folder shared by another directory's or name's experiment is refused untouched.
+        check_origin(path, spec.cwd, spec.experiment_name)
         handle = None
         if spec.run_choice in FOLLOW_RUN_CHOICES and "run" in spec.dos:
             mode = None
@@ -58,6 +61,8 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
         max_rounds = max_oom_rounds()  # a bad RADAS_MAX_OOM_ROUNDS fails before anything runs
         if mode is not None:
             logger.info("%s %r (%s)", mode, spec.experiment_name, path)
+            if mode == "restore" and read_origin(path) is None:
+                record_origin(path, origin_record(spec.cwd, spec.experiment_name))
             old_rounds = stored_rounds(path) if mode == "run" else None
             handle = experiment_submit(spec, mode, check)
             remove_old_rounds(old_rounds, path)

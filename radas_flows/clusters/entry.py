@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from radas_flows.clusters.config import ClusterConfig
 from radas_flows.inputs.rules import is_cluster_name
+from radas_flows.storage import is_uri
 
 __all__ = ["check_address", "validate_entry"]
 
@@ -129,6 +130,13 @@ def validate_entry(
         problems.append(f"{where}: key 'token_env' is empty; name an environment variable.")
     if table.get("token_file", "x").strip() == "":
         problems.append(f"{where}: key 'token_file' is empty; name the token file.")
+    results_root = table.get("results_root", "/").strip()
+    if not is_uri(results_root) and not Path(results_root).expanduser().is_absolute():
+        problems.append(
+            f"{where}: key 'results_root' = {results_root!r} is a relative path; write the "
+            'absolute folder every node mounts, such as "/mnt/nfs/ray-results", or a URI such '
+            'as "s3://bucket/prefix".'
+        )
     if problems:
         return None, problems
 

@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import os
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -40,11 +41,19 @@ DOS: tuple[str, ...] = get_args(Phase)
 #: The run choices that follow a job already running (they start nothing, write no results).
 FOLLOW_RUN_CHOICES: tuple[str, ...] = ("attach", "stop_attach")
 TUNER_INIT_KWARGS: tuple[str, ...] = ("tune_config", "run_config")
+#: The longest results folder name (the sanitized ``<cwd>/<experiment_name>``): 255, the
+#: file systems' limit for one name, less room for the ``__oom_round_<n>`` suffix of re-runs.
+MAX_FOLDER_NAME = 240
 _EMAIL_RE = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
 
 
 def sanitize_experiment_name(experiment_name: object, cwd: str | None = None) -> str:
     """Prefix ``experiment_name`` with the working directory; non-alphanumerics become ``_``.
+
+    Raises:
+        RadasValueError: The name is empty, holds a non-printing character (control or
+            format characters such as NUL, newline, ESC or a zero-width space), or the folder
+            name would be longer than :data:`MAX_FOLDER_NAME` characters.
 
     Example:
         >>> sanitize_experiment_name("my-experiment", cwd="/mnt/data/home/user/project")
@@ -55,8 +64,31 @@ def sanitize_experiment_name(experiment_name: object, cwd: str | None = None) ->
             f"experiment_name={experiment_name!r} is empty: give a short descriptive name, "
             "for example experiment_name='lr-sweep' (it is prefixed with the working directory)."
         )
+    name = experiment_name.strip()
+    bad = next((c for c in name if unicodedata.category(c)[0] == "C"), None)
+    if bad is not None:
+        raise RadasValueError(
+            f"experiment_name={name!r} contains the non-printing character {bad!r} at position "
+            f"{name.index(bad)}: it would reach file names, logs, emails and the UI. Use "
+            "printable characters only, for example experiment_name='lr-sweep'."
+        )
     base = cwd if cwd is not None else os.getcwd()
-    return re.sub(r"[^A-Za-z0-9]", "_", f"{base}/{experiment_name.strip()}")
+    full_name = re.sub(r"[^A-Za-z0-9]", "_", f"{base}/{name}")
+    if len(full_name) > MAX_FOLDER_NAME:
+        room = MAX_FOLDER_NAME - len(base) - 1
+        fix = (
+            f"use an experiment_name of at most {room} characters"
+            if room > 0
+            else "run from a directory with a shorter path"
+        )
+        raise RadasValueError(
+            f"experiment_name={name[:40] + '...' if len(name) > 40 else name!r} "
+            f"({len(name)} characters) makes the results folder name {full_name[:40]}... of "
+            f"{len(full_name)} characters: the working directory {base!r} and the name, "
+            f"sanitized. radas allows {MAX_FOLDER_NAME} (file systems allow 255 characters per "
+            f"name; out-of-memory re-run rounds add up to {255 - MAX_FOLDER_NAME}): {fix}."
+        )
+    return full_name
 
 
 def check_dos(dos: object) -> tuple[str, ...]:

@@ -13,6 +13,7 @@ from radas_flows.core import user_results_path
 from radas_flows.driver import DriverSpec
 from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.oom.policy import gpu_share
+from radas_flows.origin import origin_record
 from radas_flows.targets import RunHandle, Target, TargetCheck, target_for
 
 __all__ = [
@@ -53,6 +54,7 @@ def driver_spec_for(
         mode=mode,
         secrets=spec.secrets,
         run_id=uuid.uuid4().hex[:12],
+        origin=origin_record(spec.cwd, spec.experiment_name),
     )
 
 
