@@ -126,6 +126,7 @@ async def run_experiment(
     # Prefect stores the flow's parameters: secrets (and Tune's config objects, whose every
     # attribute Prefect's encoder would copy) go to the flow as references to values held in
     # this process, never as values (see radas_flows.secret_refs).
+    from radas_flows.inputs.flow_params import PythonParamSpace
     from radas_flows.secret_refs import (
         release_secrets,
         stash_objects,
@@ -133,7 +134,9 @@ async def run_experiment(
         stash_secrets,
     )
 
-    kwargs["param_space"], stashed = stash_secrets(param_space or {})
+    space, stashed = stash_secrets(param_space or {})
+    # Built in Python: Tune gets it as given (the JSON grammar is for parameters from JSON).
+    kwargs["param_space"] = PythonParamSpace(space=space)
     kwargs["runtime_env"], env_tokens = stash_runtime_env(runtime_env)
     kwargs["tuner_init_kwargs"], object_tokens = stash_objects(tuner_init_kwargs)
     stashed += env_tokens + object_tokens

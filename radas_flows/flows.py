@@ -11,13 +11,14 @@ from pydantic import Field
 
 from radas_flows.inputs.flow_params import (
     FunctionParameter,
+    ParamSpaceParameter,
     PythonObjectsParameter,
+    PythonParamSpace,
     TrainableParameter,
     spec_arguments,
 )
 from radas_flows.inputs.plot_settings import PlotSettings
 from radas_flows.inputs.rules import RUN_WITH_PATTERN
-from radas_flows.inputs.space import ParamSpace
 from radas_flows.inputs.spec import (
     FOLLOW_RUN_CHOICES,
     ExperimentSpec,
@@ -115,7 +116,7 @@ def radas(
     trainable: TrainableParameter,
     experiment_name: Annotated[str, Field(min_length=1)],
     run_with: Annotated[str, Field(pattern=RUN_WITH_PATTERN)] = "local",
-    param_space: ParamSpace | None = {},  # noqa: B006 - never mutated
+    param_space: ParamSpaceParameter = {},  # noqa: B006 - never mutated
     tuner: TunerSettings | None = TunerSettings(),
     plot: PlotSettings | None = None,
     run_choice: RunChoice | None = None,
@@ -200,7 +201,10 @@ def radas(
     """
     from radas_flows.secret_refs import refuse_literal_parameters
 
-    refuse_literal_parameters(param_space, runtime_env)
+    refuse_literal_parameters(
+        param_space.space if isinstance(param_space, PythonParamSpace) else param_space,
+        runtime_env,
+    )
     cwd = os.getcwd()
     arguments = spec_arguments(
         {
@@ -234,6 +238,12 @@ def radas(
     spec = build_spec(**arguments, cwd=cwd)
     flow_run_id = _label_flow_run(spec)
     with _experiment_lock(spec, flow_run_id), tags(*run_tags(spec)):
-        result = run_spec(spec)
+        try:
+            result = run_spec(spec)
+        except Exception as e:
+            partial = getattr(e, "results", None)  # the out-of-memory cap: analyzed, then raised
+            if isinstance(partial, dict):
+                _record_figure(spec, partial)
+            raise
         _record_figure(spec, result)
     return result

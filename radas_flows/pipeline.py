@@ -76,6 +76,7 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
         report.state = run_outcome(report.counts, stopped=spec.run_choice == "stop_attach")
         if escalation is not None and escalation.failure is not None:
             report.state = "partial"  # completed trials were kept and analyzed
+            escalation.failure.results = _results(analysis, tuner)  # the caller keeps them
             raise escalation.failure
         if handle is not None and handle.stopped_elsewhere:
             raise ExperimentStoppedError(handle.stopped_elsewhere)  # after analyzing what finished
@@ -85,11 +86,18 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
         report.error = redact_registered(f"{type(e).__name__}: {e}")
         report.state = run_outcome(report.counts, e)
         if clean is not e:
+            if getattr(e, "results", None) is not None:
+                clean.results = e.results  # type: ignore[attr-defined]
             raise clean from None
         raise
     finally:
         report.duration_s = time.time() - started
         report_run(spec, report)
+    return _results(analysis, tuner)
+
+
+def _results(analysis: AnalysisResult | None, tuner: Tuner | None) -> dict[str, Any]:
+    """What the flow returns: the DataFrame, the results view and the figure."""
     return {
         "df": analysis.df if analysis else None,
         "tuner": tuner,
