@@ -94,6 +94,28 @@ def nightly_parameters(
     return params
 
 
+def with_flow_defaults(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A preset's parameters, with every other ``radas`` parameter at the flow's own default.
+
+    A deployment's parameters fill in what a run leaves out, and ``radas/sweep``'s are the
+    two-moons demo: a preset without ``plot`` would otherwise get the demo's figure.
+
+    Example:
+        >>> params = with_flow_defaults({"trainable": "t:f", "experiment_name": "x"})
+        >>> params["plot"], params["param_space"], params["tuner"]["num_samples"]
+        (None, {}, 1)
+    """
+    from prefect.utilities.callables import parameter_schema
+
+    from radas_flows.flows import radas
+
+    schema = parameter_schema(radas).model_dump_for_openapi()
+    defaults = {
+        name: prop["default"] for name, prop in schema["properties"].items() if "default" in prop
+    }
+    return {**defaults, **params}
+
+
 def validate_preset(params: dict[str, Any]) -> None:
     """Validate one night's parameters exactly as the ``radas`` flow will, before any run."""
     from radas_flows.flows import radas
@@ -134,7 +156,9 @@ def suite_experiment(deployment: str, params: dict[str, Any]) -> dict[str, Any]:
 
     from radas_flows._artifacts import artifact_key
 
-    child = run_deployment(deployment, parameters=params, timeout=None, poll_interval=2)
+    child = run_deployment(
+        deployment, parameters=with_flow_defaults(params), timeout=None, poll_interval=2
+    )
     state = child.state
     outcome: dict[str, Any] = {
         "experiment": params["experiment_name"],

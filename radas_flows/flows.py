@@ -112,7 +112,8 @@ def _experiment_lock(spec: ExperimentSpec, flow_run_id: Any) -> Any:
 
 @flow(name="radas", flow_run_name="{experiment_name}", persist_result=False, log_prints=True)
 def radas(
-    user_name: str,
+    user_name: str | None = None,
+    *,
     trainable: TrainableParameter,
     experiment_name: Annotated[str, Field(min_length=1)],
     run_with: Annotated[str, Field(pattern=RUN_WITH_PATTERN)] = "local",
@@ -147,6 +148,7 @@ def radas(
 
     Args:
         user_name: Who runs it; results are stored per user (letters, digits, . _ -).
+            Empty: the OS user the flow runs as (for a deployment run, the worker's).
         trainable: The trainable as `module:attribute`, imported from the run's working
             directory, e.g. `examples.two_moons.trainable:trainable`.
         experiment_name: A short name; runs, restores and analyses are bound to it. The flow
@@ -206,6 +208,10 @@ def radas(
         runtime_env,
     )
     cwd = os.getcwd()
+    if user_name is None:
+        from radas_flows.inputs.rules import current_user_name
+
+        user_name = current_user_name()
     arguments = spec_arguments(
         {
             "user_name": user_name,

@@ -14,7 +14,7 @@ from radas_flows.errors import ExperimentStoppedError
 from radas_flows.inputs.spec import FOLLOW_RUN_CHOICES, ExperimentSpec
 from radas_flows.oom.rounds import max_oom_rounds
 from radas_flows.report import RunReport, run_outcome
-from radas_flows.run_choice import decide_mode, experiment_exists
+from radas_flows.run_choice import Choice, Mode, decide_mode, experiment_exists
 from radas_flows.secrets import redact_registered, scrub_exception
 from radas_flows.stages.analyze import best_of, results_analyze
 from radas_flows.stages.check import cluster_check
@@ -26,6 +26,7 @@ from radas_flows.stages.oom_retry import (
     stored_rounds,
 )
 from radas_flows.stages.submit import experiment_attach, experiment_submit
+from radas_flows.targets import target_for
 from radas_flows.tuner import Tuner
 
 
@@ -35,22 +36,35 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
     started = time.time()
     report = RunReport(spec.experiment_name, spec.user_name, str(spec.target), "failed")
     analysis: AnalysisResult | None = None
+    for note in spec.notes:
+        logger.warning("%s", note)
     try:
         check = cluster_check(spec)
         path = experiment_path(spec.user_name, spec.full_name, check.results_root)
         report.results_path = path
         handle = None
+        target = target_for(spec.target)
         if spec.run_choice in FOLLOW_RUN_CHOICES and "run" in spec.dos:
-            mode = None
-            handle = experiment_attach(spec, check)  # None: nothing running, analyze what is stored
+            choice: Choice | None = spec.run_choice  # type: ignore[assignment]
         else:
-            mode = decide_mode(
+            # run_choice=None is asked (or yes=True answered) with every choice that applies:
+            # attach and stop_attach too while a job of the experiment is running.
+            ask = spec.run_choice is None and "run" in spec.dos
+            choice = decide_mode(
                 run_choice=spec.run_choice,
                 exists=experiment_exists(path),
                 dos=spec.dos,
                 path=path,
                 yes=spec.yes,
+                running=target.running_jobs(spec) if ask else (),
+                cluster=target.name,
             )
+        mode: Mode | None = None
+        if choice in FOLLOW_RUN_CHOICES:
+            spec = spec.replace(run_choice=choice)
+            handle = experiment_attach(spec, check)  # None: nothing running, analyze what is stored
+        elif choice is not None:
+            mode = choice  # type: ignore[assignment]
         tuner: Tuner | None = None
         escalation: EscalationResult | None = None
         max_rounds = max_oom_rounds()  # a bad RADAS_MAX_OOM_ROUNDS fails before anything runs
