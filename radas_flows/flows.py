@@ -171,7 +171,8 @@ def radas(
         email_notification_to_address: Where to email the outcome (comma-separated).
         runtime_env: Ray runtime environment for cluster runs (pip, env_vars, ...);
             working_dir is always the run's working directory.
-        yes: Answer the "experiment exists" question with its default, restore.
+        yes: Answer the "experiment exists" question with its default: restore, or attach
+            while a cluster job of the experiment is running.
         tuner_init_kwargs: Python callers only: tune_config and run_config objects. From
             JSON use `tuner`.
         tuner_to_df_fn: Results → DataFrame: a function, or `module:attribute`.

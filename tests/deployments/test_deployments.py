@@ -99,7 +99,8 @@ def test_the_card_command_as_written_runs_the_two_moons_sweep(deployed: Server) 
         artifacts_of(deployed, run["id"])[artifact_key("results", user, "two-moons-lr")]["data"]
     )
     assert {int(r["config/seed"]) for r in rows} == {0, 1}
-    assert len({r["config/lr"] for r in rows}) == 6  # 3 samples x 2 seeds
+    trials = {(r["config/lr"], r["config/seed"]) for r in rows}
+    assert len(trials) == 6 and len({lr for lr, _ in trials}) == 3  # 3 samples x 2 seeds
     assert all(0.0001 <= float(r["config/lr"]) <= 0.1 for r in rows)
     assert max(float(r["accuracy"]) for r in rows) > 0.8
     saved = list(deployed.results.glob(f"{user}/*two_moons_lr/radas_figure.png"))
