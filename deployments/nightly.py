@@ -156,9 +156,7 @@ def suite_experiment(deployment: str, params: dict[str, Any]) -> dict[str, Any]:
 
     from radas_flows._artifacts import artifact_key
 
-    child = run_deployment(
-        deployment, parameters=with_flow_defaults(params), timeout=None, poll_interval=2
-    )
+    child = run_deployment(deployment, parameters=params, timeout=None, poll_interval=2)
     state = child.state
     outcome: dict[str, Any] = {
         "experiment": params["experiment_name"],
@@ -257,7 +255,9 @@ def nightly(
 
     logger = get_run_logger()
     night = date or night_of(flow_run.scheduled_start_time, timezone)
-    runs = [nightly_parameters(load_preset(p), night, user_name) for p in presets]
+    runs = [
+        with_flow_defaults(nightly_parameters(load_preset(p), night, user_name)) for p in presets
+    ]
     names = [params["experiment_name"] for params in runs]
     if len(set(names)) != len(names):
         raise SuiteError(f"two presets share an experiment_name: {names}; rename one.")

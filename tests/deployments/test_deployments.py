@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import re
 from datetime import datetime
@@ -95,16 +96,15 @@ def test_the_card_command_as_written_runs_the_two_moons_sweep(deployed: Server) 
     run = flow_run_named(deployed, "two-moons-lr")
     assert run["parameters"] == sweep["parameters"]
     assert {f"user:{user}", "cluster:local", "experiment:two-moons-lr"} <= set(run["tags"])
-    rows = json.loads(
-        artifacts_of(deployed, run["id"])[artifact_key("results", user, "two-moons-lr")]["data"]
-    )
+    assert artifact_key("figure", user, "two-moons-lr") in artifacts_of(deployed, run["id"])
+    (folder,) = deployed.results.glob(f"{user}/*two_moons_lr")
+    assert (folder / "radas_figure.png").is_file()
+    with (folder / "radas_results.csv").open() as table:
+        rows = list(csv.DictReader(table))  # every reported epoch of every trial
+    assert len({r["trial_id"] for r in rows}) == 6  # 3 samples x 2 seeds
     assert {int(r["config/seed"]) for r in rows} == {0, 1}
-    trials = {(r["config/lr"], r["config/seed"]) for r in rows}
-    assert len(trials) == 6 and len({lr for lr, _ in trials}) == 3  # 3 samples x 2 seeds
     assert all(0.0001 <= float(r["config/lr"]) <= 0.1 for r in rows)
     assert max(float(r["accuracy"]) for r in rows) > 0.8
-    saved = list(deployed.results.glob(f"{user}/*two_moons_lr/radas_figure.png"))
-    assert len(saved) == 1
 
 
 def test_one_run_per_experiment_and_other_experiments_side_by_side(deployed: Server) -> None:
