@@ -94,6 +94,28 @@ def nightly_parameters(
     return params
 
 
+def with_flow_defaults(params: Mapping[str, Any]) -> dict[str, Any]:
+    """A preset's parameters, with every other ``radas`` parameter at the flow's own default.
+
+    A deployment's parameters fill in what a run leaves out, and ``radas/sweep``'s are the
+    two-moons demo: a preset without ``plot`` would otherwise get the demo's figure.
+
+    Example:
+        >>> params = with_flow_defaults({"trainable": "t:f", "experiment_name": "x"})
+        >>> params["plot"], params["param_space"], params["tuner"]["num_samples"]
+        (None, {}, 1)
+    """
+    from prefect.utilities.callables import parameter_schema
+
+    from radas_flows.flows import radas
+
+    schema = parameter_schema(radas).model_dump_for_openapi()
+    defaults = {
+        name: prop["default"] for name, prop in schema["properties"].items() if "default" in prop
+    }
+    return {**defaults, **params}
+
+
 def validate_preset(params: dict[str, Any]) -> None:
     """Validate one night's parameters exactly as the ``radas`` flow will, before any run."""
     from radas_flows.flows import radas
@@ -233,7 +255,9 @@ def nightly(
 
     logger = get_run_logger()
     night = date or night_of(flow_run.scheduled_start_time, timezone)
-    runs = [nightly_parameters(load_preset(p), night, user_name) for p in presets]
+    runs = [
+        with_flow_defaults(nightly_parameters(load_preset(p), night, user_name)) for p in presets
+    ]
     names = [params["experiment_name"] for params in runs]
     if len(set(names)) != len(names):
         raise SuiteError(f"two presets share an experiment_name: {names}; rename one.")

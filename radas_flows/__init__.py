@@ -24,6 +24,44 @@ _LAZY: dict[str, str] = {
     "explode_dict_of_tensors": "radas_flows.tidy",
 }
 
+#: Submodules reachable as attributes, as in radas (``radas.cloud_artifact``, ``radas.utils``,
+#: ``radas.clusters.addresses``...): each is imported on first use.
+_SUBMODULES: tuple[str, ...] = (
+    "analysis",
+    "artifact_formats",
+    "cli",
+    "cloud_artifact",
+    "clusters",
+    "concurrency",
+    "core",
+    "data",
+    "driver",
+    "email",
+    "errors",
+    "escalation",
+    "experiment",
+    "flows",
+    "inputs",
+    "lock_holder",
+    "management",
+    "oom",
+    "pipeline",
+    "report",
+    "rswanlab",
+    "run_choice",
+    "rwandb",
+    "secret_plan",
+    "secret_refs",
+    "secrets",
+    "smtp_settings",
+    "stages",
+    "storage",
+    "targets",
+    "tidy",
+    "tuner",
+    "utils",
+)
+
 __all__ = [*sorted(_LAZY), "__version__"]
 
 if TYPE_CHECKING:
@@ -42,13 +80,17 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    """Load a public name or a submodule on first use (PEP 562)."""
     module = _LAZY.get(name)
-    if module is None:
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
         raise AttributeError(f"module 'radas_flows' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

@@ -119,16 +119,23 @@ def build_tune_config(spec: DriverSpec, trainable: Any) -> Any:
 
 
 def build_run_config(spec: DriverSpec, callbacks: list[Any]) -> Any:
-    """The user's RunConfig with our storage path, name and callbacks merged in."""
+    """The user's RunConfig with our storage path, name and callbacks merged in.
+
+    ``name``, ``storage_path`` and ``storage_filesystem`` are radas_flows's (the spec warned
+    about the user's, see ``run_config_notes``); everything else, ``verbose`` included, is the
+    user's when given.
+    """
     from ray import tune
 
     user = spec.tuner_init_kwargs.get("run_config") or tune.RunConfig()
     changes: dict[str, Any] = {
         "storage_path": spec.storage_path,
+        "storage_filesystem": None,
         "name": spec.name,
         "callbacks": [*(user.callbacks or []), *callbacks],
     }
-    if user.verbose is None:
+    # RunConfig fills in its default verbosity; _verbose keeps what the user passed.
+    if getattr(user, "_verbose", user.verbose) is None:
         changes["verbose"] = 1
     return dataclasses.replace(user, **changes)
 

@@ -60,7 +60,8 @@ async def run_experiment(
         experiment_name: a short name; run, restore, attach and stop_attach are bound to it.
         run_with: ``"local"`` or ``"cluster:<name>"``.
         runtime_env: Ray runtime environment (``working_dir`` is set for you).
-        param_space: Tune's parameter space (``tune.grid_search``, ``tune.choice``...).
+        param_space: Tune's parameter space (``tune.grid_search``, ``tune.choice``...); every
+            other value reaches the trainable as given.
             Values under secret keys (``api_key``, ``password``, ``token``, ``secret``...)
             reach the trainable but are shown and stored as ``"***"`` everywhere else.
         tuner_init_kwargs: ``tune_config`` (``tune.TuneConfig``) and ``run_config``
@@ -76,13 +77,18 @@ async def run_experiment(
         process_g_fn: called with what ``plot_fn`` returned (axes or grid).
         plot_format: also save the figure in this format (``"png"``, ``"pdf"``...).
         dos: ``["run", "analyze"]``, ``["run"]`` or ``["analyze"]``.
-        yes: answer the "experiment exists" question with its default, restore.
+        yes: answer the "experiment exists" question with its default: restore, or attach
+            while a cluster job of the experiment is running.
         run_choice: ``"run"``, ``"restore"``, ``"attach"`` or ``"stop_attach"``.
         email_notification_to_address: where to email the outcome.
         cpu_per_trial: CPUs per trial (a cluster's GPU share follows from it).
 
     Returns:
         ``{"df": DataFrame, "tuner": radas_flows.Tuner, "fig": matplotlib Figure or None}``.
+
+    Raises:
+        radas_flows.oom.OutOfMemoryCapError: Trials still ran out of memory at the largest
+            cpu_per_trial allowed; ``error.results`` holds the same dict for what completed.
 
     Example:
         >>> import asyncio
@@ -129,6 +135,7 @@ async def run_experiment(
     # Prefect stores the flow's parameters: secrets (and Tune's config objects, whose every
     # attribute Prefect's encoder would copy) go to the flow as references to values held in
     # this process, never as values (see radas_flows.secret_refs).
+    from radas_flows.inputs.flow_params import PythonParamSpace
     from radas_flows.secret_refs import (
         release_secrets,
         stash_objects,
@@ -136,7 +143,9 @@ async def run_experiment(
         stash_secrets,
     )
 
-    kwargs["param_space"], stashed = stash_secrets(param_space or {})
+    space, stashed = stash_secrets(param_space or {})
+    # Built in Python: Tune gets it as given (the JSON grammar is for parameters from JSON).
+    kwargs["param_space"] = PythonParamSpace(space=space)
     kwargs["runtime_env"], env_tokens = stash_runtime_env(runtime_env)
     kwargs["tuner_init_kwargs"], object_tokens = stash_objects(tuner_init_kwargs)
     stashed += env_tokens + object_tokens

@@ -12,13 +12,14 @@ from pydantic import Field
 from radas_flows.inputs.environment import check_run_environment
 from radas_flows.inputs.flow_params import (
     FunctionParameter,
+    ParamSpaceParameter,
     PythonObjectsParameter,
+    PythonParamSpace,
     TrainableParameter,
     spec_arguments,
 )
 from radas_flows.inputs.plot_settings import PlotSettings
 from radas_flows.inputs.rules import RUN_WITH_PATTERN
-from radas_flows.inputs.space import ParamSpace
 from radas_flows.inputs.spec import (
     FOLLOW_RUN_CHOICES,
     ExperimentSpec,
@@ -112,11 +113,12 @@ def _experiment_lock(spec: ExperimentSpec, flow_run_id: Any) -> Any:
 
 @flow(name="radas", flow_run_name="{experiment_name}", persist_result=False, log_prints=True)
 def radas(
-    user_name: str,
+    user_name: str | None = None,
+    *,
     trainable: TrainableParameter,
     experiment_name: Annotated[str, Field(min_length=1)],
     run_with: Annotated[str, Field(pattern=RUN_WITH_PATTERN)] = "local",
-    param_space: ParamSpace | None = {},  # noqa: B006 - never mutated
+    param_space: ParamSpaceParameter = {},  # noqa: B006 - never mutated
     tuner: TunerSettings | None = TunerSettings(),
     plot: PlotSettings | None = None,
     run_choice: RunChoice | None = None,
@@ -147,6 +149,7 @@ def radas(
 
     Args:
         user_name: Who runs it; results are stored per user (letters, digits, . _ -).
+            Empty: the OS user the flow runs as (for a deployment run, the worker's).
         trainable: The trainable as `module:attribute`, imported from the run's working
             directory, e.g. `examples.two_moons.trainable:trainable`.
         experiment_name: A short name; runs, restores and analyses are bound to it. The flow
@@ -169,7 +172,8 @@ def radas(
         email_notification_to_address: Where to email the outcome (comma-separated).
         runtime_env: Ray runtime environment (pip, uv, conda, env_vars, ...);
             working_dir is always the run's working directory.
-        yes: Answer the "experiment exists" question with its default, restore.
+        yes: Answer the "experiment exists" question with its default: restore, or attach
+            while a cluster job of the experiment is running.
         tuner_init_kwargs: Python callers only: tune_config and run_config objects. From
             JSON use `tuner`.
         tuner_to_df_fn: Results → DataFrame: a function, or `module:attribute`.
@@ -201,8 +205,15 @@ def radas(
     """
     from radas_flows.secret_refs import refuse_literal_parameters
 
-    refuse_literal_parameters(param_space, runtime_env)
+    refuse_literal_parameters(
+        param_space.space if isinstance(param_space, PythonParamSpace) else param_space,
+        runtime_env,
+    )
     cwd = os.getcwd()
+    if user_name is None:
+        from radas_flows.inputs.rules import current_user_name
+
+        user_name = current_user_name()
     arguments = spec_arguments(
         {
             "user_name": user_name,
@@ -236,6 +247,12 @@ def radas(
     check_run_environment(email=spec.email_notification_to_address is not None)
     flow_run_id = _label_flow_run(spec)
     with _experiment_lock(spec, flow_run_id), tags(*run_tags(spec)):
-        result = run_spec(spec)
+        try:
+            result = run_spec(spec)
+        except Exception as e:
+            partial = getattr(e, "results", None)  # the out-of-memory cap: analyzed, then raised
+            if isinstance(partial, dict):
+                _record_figure(spec, partial)
+            raise
         _record_figure(spec, result)
     return result

@@ -16,7 +16,7 @@ from radas_flows.inputs.spec import FOLLOW_RUN_CHOICES, ExperimentSpec
 from radas_flows.oom.rounds import max_oom_rounds
 from radas_flows.origin import check_origin, origin_record, read_origin, record_origin
 from radas_flows.report import RunReport, run_outcome
-from radas_flows.run_choice import decide_mode, experiment_exists
+from radas_flows.run_choice import Choice, Mode, decide_mode, experiment_exists
 from radas_flows.secrets import redact_registered, scrub_exception
 from radas_flows.stages.analyze import best_of, results_analyze
 from radas_flows.stages.check import cluster_check
@@ -28,6 +28,7 @@ from radas_flows.stages.oom_retry import (
     stored_rounds,
 )
 from radas_flows.stages.submit import experiment_attach, experiment_submit
+from radas_flows.targets import target_for
 from radas_flows.tuner import Tuner
 
 
@@ -38,6 +39,8 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
     report = RunReport(spec.experiment_name, spec.user_name, str(spec.target), "failed")
     analysis: AnalysisResult | None = None
     emit_experiment_event(STARTED, spec, started_payload(spec))
+    for note in spec.notes:
+        logger.warning("%s", note)
     try:
         check = cluster_check(spec)
         path = experiment_path(spec.user_name, spec.full_name, check.results_root)
@@ -45,17 +48,28 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
         # A folder shared by another directory's or name's experiment is refused untouched.
         check_origin(path, spec.cwd, spec.experiment_name)
         handle = None
+        target = target_for(spec.target)
         if spec.run_choice in FOLLOW_RUN_CHOICES and "run" in spec.dos:
-            mode = None
-            handle = experiment_attach(spec, check)  # None: nothing running, analyze what is stored
+            choice: Choice | None = spec.run_choice  # type: ignore[assignment]
         else:
-            mode = decide_mode(
+            # run_choice=None is asked (or yes=True answered) with every choice that applies:
+            # attach and stop_attach too while a job of the experiment is running.
+            ask = spec.run_choice is None and "run" in spec.dos
+            choice = decide_mode(
                 run_choice=spec.run_choice,
                 exists=experiment_exists(path),
                 dos=spec.dos,
                 path=path,
                 yes=spec.yes,
+                running=target.running_jobs(spec) if ask else (),
+                cluster=target.name,
             )
+        mode: Mode | None = None
+        if choice in FOLLOW_RUN_CHOICES:
+            spec = spec.replace(run_choice=choice)
+            handle = experiment_attach(spec, check)  # None: nothing running, analyze what is stored
+        elif choice is not None:
+            mode = choice  # type: ignore[assignment]
         tuner: Tuner | None = None
         escalation: EscalationResult | None = None
         max_rounds = max_oom_rounds()  # a bad RADAS_MAX_OOM_ROUNDS fails before anything runs
@@ -83,6 +97,7 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
         report.state = run_outcome(report.counts, stopped=spec.run_choice == "stop_attach")
         if escalation is not None and escalation.failure is not None:
             report.state = "partial"  # completed trials were kept and analyzed
+            escalation.failure.results = _results(analysis, tuner)  # the caller keeps them
             raise escalation.failure
         if handle is not None and handle.stopped_elsewhere:
             raise ExperimentStoppedError(handle.stopped_elsewhere)  # after analyzing what finished
@@ -92,6 +107,8 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
         report.error = redact_registered(f"{type(e).__name__}: {e}")
         report.state = run_outcome(report.counts, e)
         if clean is not e:
+            if getattr(e, "results", None) is not None:
+                clean.results = e.results  # type: ignore[attr-defined]
             raise clean from None
         raise
     finally:
@@ -99,6 +116,11 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
         event, payload = outcome_event(report)
         emit_experiment_event(event, spec, payload)
         report_run(spec, report)
+    return _results(analysis, tuner)
+
+
+def _results(analysis: AnalysisResult | None, tuner: Tuner | None) -> dict[str, Any]:
+    """What the flow returns: the DataFrame, the results view and the figure."""
     return {
         "df": analysis.df if analysis else None,
         "tuner": tuner,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from radas_flows.errors import ExperimentStateError, RadasValueError
 from radas_flows.storage import Storage
 
 Mode = Literal["run", "restore"]
+#: What ``decide_mode`` may answer: start the driver (a mode), or follow a running job.
+Choice = Literal["run", "restore", "attach", "stop_attach"]
 
 
 def experiment_exists(path: str) -> bool:
@@ -31,15 +33,24 @@ def decide_mode(
     yes: bool = False,
     interactive: bool | None = None,
     ask: Callable[[str], str] = input,
-) -> Mode | None:
-    """The run mode for ``run_choice``; None when only analysis was asked for.
+    running: Sequence[str] = (),
+    cluster: str | None = None,
+) -> Choice | None:
+    """What to do for ``run_choice``; None when only analysis was asked for.
 
-    With ``run_choice=None`` and a stored experiment: ``yes=True`` restores it (nothing computed
-    is lost); on a terminal the user is asked; otherwise it is an error naming ``run_choice``.
+    With ``run_choice=None`` and a job of the experiment still ``running`` on ``cluster``, the
+    choices that apply are ``attach`` (the default: follow it, nothing is lost) and
+    ``stop_attach`` (run and restore would need it to end first). With a stored experiment
+    and no running job they are ``restore`` (the default, which loses nothing) and ``run``.
+    ``yes=True`` takes the default; on a terminal the user is asked; otherwise it is an error
+    naming the values that apply.
 
     Example:
         >>> decide_mode(run_choice=None, exists=False, dos=("run", "analyze"), path="/r/x")
         'run'
+        >>> decide_mode(run_choice=None, exists=True, dos=("run", "analyze"), path="/r/x",
+        ...             yes=True, running=["job-1"], cluster="gpu-a")
+        'attach'
     """
     if "run" not in dos:
         if not exists:
@@ -59,6 +70,8 @@ def decide_mode(
         return "restore"
     if run_choice is not None:
         raise RadasValueError(f"run_choice={run_choice!r} cannot be used here.")
+    if running:
+        return _choose_for_running_job(running, cluster, path, yes, interactive, ask)
     if not exists:
         return "run"
     if yes:
@@ -68,8 +81,8 @@ def decide_mode(
     if not interactive:
         raise ExperimentStateError(
             f"The experiment already exists at {path} and run_choice=None: set run_choice to "
-            "'run' (start fresh, replacing it), 'restore' (continue it), or, on a cluster, "
-            "'attach' or 'stop_attach'."
+            "'run' (start fresh, replacing it) or 'restore' (continue it); yes=True restores. "
+            "On a cluster, 'attach' and 'stop_attach' apply while a job of it is running."
         )
     while True:
         answer = (
@@ -85,3 +98,42 @@ def decide_mode(
             return "restore"
         if answer in ("n", "new", "run"):
             return "run"
+
+
+def _choose_for_running_job(
+    running: Sequence[str],
+    cluster: str | None,
+    path: str,
+    yes: bool,
+    interactive: bool | None,
+    ask: Callable[[str], str],
+) -> Choice:
+    """attach or stop_attach, for an experiment whose job is still running."""
+    where = f" on cluster {cluster!r}" if cluster else ""
+    jobs = ", ".join(running)
+    if yes:
+        return "attach"
+    if interactive is None:
+        interactive = sys.stdin is not None and sys.stdin.isatty()
+    if not interactive:
+        raise ExperimentStateError(
+            f"A job of the experiment at {path} is still running{where} ({jobs}) and "
+            "run_choice=None: set run_choice to 'attach' (follow it to its end) or "
+            "'stop_attach' (stop it and analyze what finished); yes=True attaches. "
+            "'run' and 'restore' need the job to end first."
+        )
+    while True:
+        answer = (
+            ask(
+                f"A job of the experiment at {path} is still running{where}: {jobs}.\n"
+                "  [a]ttach to it (follow it to its end, then analyze), or\n"
+                "  [s]top it and analyze what finished (stop_attach)?\n"
+                "  (run and restore need the job to end first) [A/s] "
+            )
+            .strip()
+            .lower()
+        )
+        if answer in ("", "a", "attach"):
+            return "attach"
+        if answer in ("s", "stop", "stop_attach"):
+            return "stop_attach"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import seaborn as sns
 from ray import tune
 
 from radas_flows import Tuner, run_experiment
@@ -134,7 +135,13 @@ def test_rounds_double_until_the_cap_then_fail_keeping_completed(workdir: Path) 
             r"on a cluster with more CPUs"
         ),
     ) as failed:
-        run(experiment_name="oom-cap", param_space=space, cpu_per_trial=0.5)
+        run(
+            experiment_name="oom-cap",
+            param_space=space,
+            cpu_per_trial=0.5,
+            plot_fn=sns.scatterplot,
+            plot_kwargs=dict(x="config/x", y="score"),
+        )
     # Each round doubled the CPUs of the trials still out of memory, and only theirs;
     # RADAS_LOCAL_NUM_CPUS=2, so no round at 4 CPUs was started.
     assert runs_by_x(count_file) == {
@@ -166,6 +173,23 @@ def test_rounds_double_until_the_cap_then_fail_keeping_completed(workdir: Path) 
     assert all(
         e.resource_in_role["flow-run"].id == f"prefect.flow-run.{flow_run_id}" for e in events
     )
+
+    # The error carries what the flow analyzed: every config once, the Tuner and the figure.
+    results = failed.value.results
+    assert results is not None and set(results) == {"df", "tuner", "fig"}
+    caught = one_row_per_trial(results["df"])
+    assert caught["trial_status"].to_dict() == {
+        1: "TERMINATED",
+        2: "TERMINATED",
+        3: "TERMINATED",
+        4: "ERROR",
+    }
+    assert isinstance(results["tuner"], Tuner)
+    assert [r.cpu_per_trial for r in results["tuner"].oom_rounds] == [1.0, 2.0]
+    assert results["fig"] is not None and results["fig"].axes
+    figure = latest_artifact("figure", "oom-cap")  # the failed run shows the figure too
+    assert figure.flow_run_id == latest_artifact("summary", "oom-cap").flow_run_id
+    assert "data:image/png;base64," in figure.data
 
     # Everything that completed was kept: analyzing later shows every config once.
     analyzed = run(experiment_name="oom-cap", dos=["analyze"], run_choice=None)

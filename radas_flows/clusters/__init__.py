@@ -1,5 +1,8 @@
 """Named Ray clusters: the registry, availability probes and the Jobs API plumbing."""
 
+import importlib
+from typing import Any
+
 from radas_flows.clusters.availability import (
     ClusterStatus,
     availability_rows,
@@ -31,3 +34,27 @@ __all__ = [
     "probe_clusters",
     "registry_path",
 ]
+
+#: Submodules reachable as attributes (``radas_flows.clusters.addresses``), imported on first use.
+_SUBMODULES: tuple[str, ...] = (
+    "addresses",
+    "availability",
+    "config",
+    "credentials",
+    "job_log",
+    "job_package",
+    "jobs",
+    "registry",
+    "tenancy",
+)
+
+
+def __getattr__(name: str) -> Any:
+    """Load a submodule on first use (PEP 562)."""
+    if name not in _SUBMODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SUBMODULES))

@@ -6,7 +6,15 @@ import difflib
 from collections.abc import Mapping
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ValidationInfo, WithJsonSchema
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    TypeAdapter,
+    ValidationInfo,
+    WithJsonSchema,
+    model_serializer,
+)
 
 from radas_flows.inputs.plot_settings import SEABORN_PLOT_FUNCTIONS, PlotSettings, resolve_plot_fn
 from radas_flows.inputs.references import (
@@ -15,13 +23,21 @@ from radas_flows.inputs.references import (
     validate_trainable_reference,
 )
 from radas_flows.inputs.rules import ParameterError
-from radas_flows.inputs.space import grammar_error, parse_param_space
+from radas_flows.inputs.space import (
+    ParamSpace,
+    describe_param_space,
+    grammar_error,
+    parse_param_space,
+    validate_param_space,
+)
 from radas_flows.inputs.tuner_settings import TunerSettings, build_tuner_init_kwargs
 
 __all__ = [
     "ANALYSIS_FUNCTION_FIELDS",
     "FunctionParameter",
+    "ParamSpaceParameter",
     "PythonObjectsParameter",
+    "PythonParamSpace",
     "TrainableParameter",
     "spec_arguments",
 ]
@@ -117,6 +133,47 @@ PythonObjectsParameter = Annotated[
 ]
 
 
+class PythonParamSpace(BaseModel):
+    """A ``param_space`` built in Python: it reaches Tune exactly as given.
+
+    ``run_experiment`` hands its ``param_space`` to the ``radas`` flow in this wrapper, so the
+    JSON grammar (which applies to parameters that arrive as JSON: deployments, the UI, the
+    CLI) never reinterprets it: Tune domains and ``grid_search`` are search spaces, every other
+    value, ``{"choice": "resnet"}`` included, is a value. Prefect stores the parameter as
+    :func:`~radas_flows.inputs.space.describe_param_space` shows it.
+
+    Example:
+        >>> wrapped = PythonParamSpace(space={"model": {"choice": "resnet"}})
+        >>> spec_arguments({"param_space": wrapped})["param_space"]
+        {'model': {'choice': 'resnet'}}
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    space: dict[str, Any]
+
+    @model_serializer
+    def _described(self) -> Any:
+        return describe_param_space(self.space)
+
+
+def _check_param_space(value: Any) -> Any:
+    if value is None or isinstance(value, PythonParamSpace):
+        return value
+    if not isinstance(value, Mapping):
+        raise grammar_error("param_space", f"must be a JSON object, got {value!r}")
+    return validate_param_space(dict(value))
+
+
+#: ``param_space`` of the ``radas`` flow: the JSON grammar, or (from ``run_experiment``) a
+#: :class:`PythonParamSpace` object, which JSON cannot produce and the UI form does not show.
+ParamSpaceParameter = Annotated[
+    Any,
+    BeforeValidator(_check_param_space),
+    WithJsonSchema(TypeAdapter(ParamSpace | None).json_schema()),
+]
+
+
 def _resolve_function(field: str, value: Any, cwd: str | None) -> Any:
     if not isinstance(value, str):
         return value
@@ -173,7 +230,10 @@ def spec_arguments(parameters: Mapping[str, Any], *, cwd: str | None = None) -> 
     """
     args = {key: value for key, value in parameters.items() if key not in ("tuner", "plot")}
     raw_space = parameters.get("param_space")
-    if raw_space is not None:
+    if isinstance(raw_space, PythonParamSpace):  # built in Python: no JSON grammar
+        args["param_space"] = dict(raw_space.space)
+        raw_space = None
+    elif raw_space is not None:
         if not isinstance(raw_space, Mapping):
             raise grammar_error("param_space", f"must be a JSON object, got {raw_space!r}")
         args["param_space"] = parse_param_space(dict(raw_space))

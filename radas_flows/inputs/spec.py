@@ -28,6 +28,7 @@ from radas_flows.inputs.rules import (
     plot_format_key,
     supported_plot_formats,
 )
+from radas_flows.inputs.tuner_settings import run_config_notes
 from radas_flows.secret_plan import TrialSecrets, find_secrets
 from radas_flows.secret_refs import resolve_stashed
 from radas_flows.targets import target_for
@@ -241,6 +242,7 @@ class ExperimentSpec:
     cpu_per_trial: float
     cwd: str
     secrets: TrialSecrets = field(default_factory=TrialSecrets, repr=False)
+    notes: tuple[str, ...] = ()  # warnings for the run's log: inputs used otherwise than given
 
     def replace(self, **changes: Any) -> ExperimentSpec:
         return dataclasses.replace(self, **changes)
@@ -294,6 +296,7 @@ def build_spec(
     choice = placement.check_run_choice(check_run_choice(run_choice))
     trainable_obj, trainable_ref = check_trainable(trainable, cwd=cwd)
     tik = check_tuner_init_kwargs(resolve_stashed(tuner_init_kwargs))
+    notes = run_config_notes(tik.get("run_config"), full_name)
     space, plain_env, found = find_secrets(
         _check_dict("param_space", param_space), _check_dict("runtime_env", runtime_env), tik
     )
@@ -336,4 +339,5 @@ def build_spec(
         cpu_per_trial=cpus,
         cwd=cwd,
         secrets=secrets,
+        notes=tuple(notes),
     )

@@ -18,7 +18,7 @@ from radas_flows.inputs.search import (
     check_search_space,
 )
 
-__all__ = ["TunerSettings", "build_tuner_init_kwargs"]
+__all__ = ["TunerSettings", "build_tuner_init_kwargs", "run_config_notes"]
 
 
 class TunerSettings(BaseModel):
@@ -210,3 +210,57 @@ def build_tuner_init_kwargs(
     )
     run_config = tune.RunConfig(stop=dict(settings.stop) if settings.stop else None)
     return {"tune_config": tune_config, "run_config": run_config}
+
+
+def run_config_notes(run_config: Any, full_name: str) -> list[str]:
+    """Warnings for the ``RunConfig`` fields radas_flows sets itself (name, storage).
+
+    radas_flows names every Tune experiment after ``experiment_name`` and stores it under its
+    results root, so that ``run_choice``, restore and analysis find it; a user's ``name``,
+    ``storage_path`` or ``storage_filesystem`` is therefore not used. Everything else of the
+    ``RunConfig`` (stop, callbacks, checkpoints, failure config, ``verbose``...) is kept.
+
+    Args:
+        run_config: The user's ``ray.tune.RunConfig`` (or None).
+        full_name: The experiment's prefixed, sanitized name.
+
+    Returns:
+        One text per field that will not be used, saying what is used instead.
+
+    Example:
+        >>> from ray import tune
+        >>> [note] = run_config_notes(tune.RunConfig(name="mine"), "_p_lr")
+        >>> note[:68]
+        "tuner_init_kwargs['run_config'].name='mine' is not used: radas_flows"
+    """
+    if run_config is None:
+        return []
+    import os
+
+    from ray.train.constants import DEFAULT_STORAGE_PATH
+
+    where = "tuner_init_kwargs['run_config']"
+    notes = []
+    if run_config.name is not None and run_config.name != full_name:
+        notes.append(
+            f"{where}.name={run_config.name!r} is not used: radas_flows names the Tune "
+            f"experiment after experiment_name, prefixed with the working directory "
+            f"({full_name!r}), so that run_choice, restore and dos=['analyze'] find it. "
+            "Remove name from the RunConfig to silence this warning."
+        )
+    defaults = {str(DEFAULT_STORAGE_PATH), os.environ.get("RAY_STORAGE")}
+    if run_config.storage_path is not None and str(run_config.storage_path) not in defaults:
+        notes.append(
+            f"{where}.storage_path={run_config.storage_path!r} is not used: radas_flows "
+            "stores every experiment in <results root>/<user_name>/<experiment> (the results "
+            "root is RADAS_RESULTS_ROOT for local runs, the cluster's results_root for a "
+            "cluster), where restore and analysis read it back; set RADAS_RESULTS_ROOT to store "
+            "local results elsewhere, and remove storage_path from the RunConfig."
+        )
+    if run_config.storage_filesystem is not None:
+        notes.append(
+            f"{where}.storage_filesystem is not used: radas_flows reads and writes the "
+            "results root with its own filesystem (a local or shared folder, or s3:// with the "
+            "S3 settings of docs/storage.md); remove storage_filesystem from the RunConfig."
+        )
+    return notes

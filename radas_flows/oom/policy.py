@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from radas_flows.errors import RadasValueError, TrialsFailedError
 
@@ -186,8 +186,17 @@ class OutOfMemoryCapError(TrialsFailedError):
     """Trials still ran out of memory at the largest cpu_per_trial allowed (or the last round).
 
     Raised by the ``radas`` flow after everything that completed was kept and analyzed; its
-    message is :func:`cap_failure_text`.
+    message is :func:`cap_failure_text`. ``results`` holds what the flow would have returned,
+    ``{"df": DataFrame, "tuner": radas_flows.Tuner, "fig": Figure}`` (values ``None`` where
+    ``dos`` skipped analysis or no ``plot_fn`` was given).
+
+    Example:
+        >>> error = OutOfMemoryCapError("1 trial still ran out of memory ...")
+        >>> error.results is None
+        True
     """
+
+    results: dict[str, Any] | None = None
 
 
 def plan_round(

@@ -152,6 +152,10 @@ class Target(Protocol):
         """Start the driver; ``submit_key`` identifies one submission across retries."""
         ...
 
+    def running_jobs(self, spec: ExperimentSpec) -> list[str]:
+        """The ids of the experiment's jobs still running (what attach would follow)."""
+        ...
+
     def attach(self, spec: ExperimentSpec, check: TargetCheck, logger: Any) -> RunHandle | None:
         """Find the experiment's running job (stopping it for stop_attach); None: none runs."""
         ...

@@ -258,6 +258,12 @@ class ClusterTarget:
             user_name=spec.user_name,
         )
 
+    def running_jobs(self, spec: ExperimentSpec) -> list[str]:
+        """The submission ids of the experiment's jobs on this cluster that have not ended."""
+        client = job_client(get_cluster(self.name))
+        jobs = with_retries(lambda: find_jobs(client, spec.user_name, spec.full_name))
+        return [str(job.submission_id) for job in jobs if not job.status.is_terminal()]
+
     def attach(
         self,
         spec: ExperimentSpec,

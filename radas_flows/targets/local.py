@@ -146,6 +146,10 @@ class LocalTarget:
         )
         return handle
 
+    def running_jobs(self, spec: ExperimentSpec) -> list[str]:
+        """None: a local run lives in the process that started it, no job outlives it."""
+        return []
+
     def attach(self, spec: ExperimentSpec, check: TargetCheck, logger: Any) -> RunHandle | None:
         self.check_run_choice(spec.run_choice)  # refused when the spec was built
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import re
 from datetime import datetime
@@ -12,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from radas_flows._artifacts import artifact_key
-from tests.deployments.conftest import Server, create_run, wait_final
+from tests.deployments.conftest import ROOT, Server, create_run, wait_final
 
 pytestmark = pytest.mark.slow
 
@@ -76,6 +77,36 @@ def test_cli_sweep_run_completes_with_named_tagged_run_and_artifacts(deployed: S
     assert len(saved) == 1 and str(saved[0]) in figure
 
 
+def test_the_card_command_as_written_runs_the_two_moons_sweep(deployed: Server) -> None:
+    import getpass
+
+    # What the UI's run form opens on: the two-moons preset, without a user_name.
+    sweep = deployed.get("/deployments/name/radas/sweep")
+    preset = json.loads((ROOT / "deployments/presets/two_moons_lr.json").read_text())
+    assert sweep["parameters"] == {k: v for k, v in preset.items() if k != "user_name"}
+    schema = sweep["parameter_openapi_schema"]
+    assert "user_name" not in schema["required"]
+    assert schema["properties"]["user_name"]["default"] is None
+
+    result = deployed.prefect("deployment", "run", "radas/sweep", "--watch", timeout=420)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Flow run finished successfully in 'Completed'" in result.stdout
+
+    user = getpass.getuser()  # the worker's OS user (it runs as this test's user)
+    run = flow_run_named(deployed, "two-moons-lr")
+    assert run["parameters"] == sweep["parameters"]
+    assert {f"user:{user}", "cluster:local", "experiment:two-moons-lr"} <= set(run["tags"])
+    assert artifact_key("figure", user, "two-moons-lr") in artifacts_of(deployed, run["id"])
+    (folder,) = deployed.results.glob(f"{user}/*two_moons_lr")
+    assert (folder / "radas_figure.png").is_file()
+    with (folder / "radas_results.csv").open() as table:
+        rows = list(csv.DictReader(table))  # every reported epoch of every trial
+    assert len({r["trial_id"] for r in rows}) == 6  # 3 samples x 2 seeds
+    assert {int(r["config/seed"]) for r in rows} == {0, 1}
+    assert all(0.0001 <= float(r["config/lr"]) <= 0.1 for r in rows)
+    assert max(float(r["accuracy"]) for r in rows) > 0.8
+
+
 def test_one_run_per_experiment_and_other_experiments_side_by_side(deployed: Server) -> None:
     def params(name: str) -> dict[str, Any]:
         return {
@@ -84,6 +115,7 @@ def test_one_run_per_experiment_and_other_experiments_side_by_side(deployed: Ser
             "experiment_name": name,
             "param_space": {"a": {"grid_search": [1, 2]}, "sleep": 5},
             "tuner": {"max_concurrent_trials": 1},
+            "plot": None,  # not the deployment's two-moons figure
             "run_choice": "run",
         }
 

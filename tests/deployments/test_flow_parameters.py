@@ -146,7 +146,7 @@ def test_schema_renders_every_parameter_with_a_description(schema: dict[str, Any
 
     props = schema["properties"]
     assert list(props) == list(inspect.signature(radas.fn).parameters)
-    assert schema["required"] == ["user_name", "trainable", "experiment_name"]
+    assert schema["required"] == ["trainable", "experiment_name"]  # user_name: the OS user
     for name, prop in props.items():
         assert prop.get("description"), name
     assert list(props)[:7] == [
