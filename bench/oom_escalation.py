@@ -129,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-s", type=float, default=8.0, help="seconds of work per trial")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     parser.add_argument("--mib-per-cpu", type=int, default=512)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 10 trials x 1 s")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.trials, args.work_s = 10, 1.0
+    started = time.perf_counter()
 
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -173,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     assert esc["tuner"].num_errors == 0 and len(df) == args.trials
     assert sorted(df[df["cpu_per_trial"] == 2]["config/i"]) == sorted(hungry)
     report(args, len(hungry), t)
+    write_json(args, len(hungry), t, started)
     ray.shutdown()
     shutil.rmtree(root, ignore_errors=True)
     return 0
@@ -208,6 +213,46 @@ def report(args: argparse.Namespace, n_hungry: int, t: dict[str, float]) -> None
         for how in ("baseline", "escalation", "naive")
     )
     print(f"radas_flows time / Ray Tune time for the same work: {overheads}")
+
+
+def write_json(
+    args: argparse.Namespace, n_hungry: int, t: dict[str, float], started: float
+) -> None:
+    """``bench/results/oom_escalation.json``, in the suite's format."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import _bench
+
+    def ratio(kind: str) -> float:
+        base = t[f"{kind} baseline"]
+        return (t[f"{kind} escalation"] - base) / (t[f"{kind} naive"] - base)
+
+    sweep = f"{args.trials} trials x {args.work_s:g} s, {n_hungry} run out of memory once"
+    cases = [
+        _bench.Case(
+            name="OOM: escalation extra / naive extra",
+            what=f"{sweep}; radas_flows re-runs only those at 2 CPUs",
+            ours_s=ratio("radas"),
+            baseline_s=ratio("raw"),
+            baseline_what="plain Tune, the same by hand (a second Tuner of the failed configs)",
+            unit="",
+            ratio=None,
+            target="<= 0.20 (ideal: the share re-run)",
+            met=ratio("radas") <= 0.20,
+        )
+    ]
+    for how in ("baseline", "escalation", "naive"):
+        cases.append(
+            _bench.Case(
+                name=f"OOM: {how}",
+                what=f"{sweep}: the {how} pass(es), one process, warm",
+                ours_s=t[f"radas {how}"],
+                baseline_s=t[f"raw {how}"],
+                baseline_what="plain Ray Tune, the same work",
+                target="-",
+                met=None,
+            )
+        )
+    _bench.write_results("oom_escalation", cases, quick=args.quick, started=started)
 
 
 if __name__ == "__main__":

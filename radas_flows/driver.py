@@ -94,6 +94,27 @@ def _with_secrets(trainable: Any, secrets: TrialSecrets) -> Any:
     return with_secrets(trainable, resolved.config, resolved.environ)
 
 
+def _with_trial_resources(trainable: Any, resources: Mapping[str, float]) -> Any:
+    """``tune.with_resources``, except where it would only restate Tune's default.
+
+    A function trainable gets one CPU and no GPU from Tune by default. Annotated resources
+    cost every trial a hashed resource request (pickled bundles), so the default leaves the
+    function as it is, unless an earlier run annotated this same function with others.
+    """
+    import inspect
+
+    from ray import tune
+
+    default = {k: v for k, v in resources.items() if v} == {"cpu": 1}
+    if (
+        default
+        and not inspect.isclass(trainable)
+        and getattr(trainable, "_resources", None) is None
+    ):
+        return trainable
+    return tune.with_resources(trainable, dict(resources))
+
+
 def _reuse_actors_default(trainable: Any) -> bool:
     """Reuse trial actors (about 16 ms a trial instead of about 1 s) where it is safe."""
     import inspect
@@ -195,7 +216,7 @@ def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
     from ray import tune
 
     trainable = resolve_trainable(spec.trainable)
-    with_resources = tune.with_resources(_with_secrets(trainable, spec.secrets), spec.resources)
+    with_resources = _with_trial_resources(_with_secrets(trainable, spec.secrets), spec.resources)
     tune_config = build_tune_config(spec, trainable)
     total = expected_trial_count(spec.param_space, tune_config.num_samples)
     from radas_flows._tune_callbacks import ProgressCallback

@@ -100,7 +100,6 @@ async def run_experiment(
         ...     param_space={"a": {"grid_search": [1, 2, 3]}, "b": 10}, run_choice="run"))
         >>> results["df"][["config/a", "score"]]  # doctest: +SKIP
     """
-    from radas_flows.flows import radas
     from radas_flows.inputs.spec import build_spec
 
     kwargs: dict[str, Any] = dict(
@@ -128,10 +127,16 @@ async def run_experiment(
         cpu_per_trial=cpu_per_trial,
     )
     # Validate everything before Prefect or Ray start: bad input fails here, in milliseconds.
-    build_spec(**kwargs, cwd=os.getcwd())
+    spec = build_spec(**kwargs, cwd=os.getcwd())
     from radas_flows.inputs.environment import check_run_environment
 
     check_run_environment(email=False)  # the SMTP settings are checked in the flow
+    from radas_flows._startup import start_side_by_side, stop_side_by_side_at_exit
+
+    # The temporary Prefect server, the local Ray and their imports start side by side.
+    prefect_ready = start_side_by_side(spec)
+    from radas_flows.flows import radas
+
     # Prefect stores the flow's parameters: secrets (and Tune's config objects, whose every
     # attribute Prefect's encoder would copy) go to the flow as references to values held in
     # this process, never as values (see radas_flows.secret_refs).
@@ -151,6 +156,7 @@ async def run_experiment(
     stashed += env_tokens + object_tokens
 
     def call_flow() -> dict[str, Any]:
+        prefect_ready()
         return radas(**kwargs)
 
     # The flow blocks while Tune runs; a worker thread keeps the caller's event loop free.
@@ -158,6 +164,7 @@ async def run_experiment(
         return await asyncio.to_thread(call_flow)
     finally:
         release_secrets(stashed)
+        stop_side_by_side_at_exit()
 
 
 def run_experiment_sync(*args: Any, **kwargs: Any) -> dict[str, Any]:

@@ -236,24 +236,22 @@ class Tuner:
         """
         import pandas as pd
 
-        frames = []
+        from radas_flows._frames import trials_frame
+
+        histories, ids, statuses, configs = [], [], [], []
         for result, trial_id, config, status in self._rows():
             history = result.metrics_dataframe
             if history is None or history.empty:
                 reported = {} if result.error else _flat_metrics(result.metrics or {})
                 history = pd.DataFrame([reported])
-            history = history.copy()
-            history["trial_id"] = trial_id
-            history["trial_status"] = status
-            if self._trial_cpus is not None:
-                history["cpu_per_trial"] = self._trial_cpus.get(trial_id)
-            for key, value in _flatten("config", config).items():
-                if key not in history.columns:
-                    history[key] = [value] * len(history)
-            frames.append(history)
-        if not frames:
+            histories.append(history)
+            ids.append(trial_id)
+            statuses.append(status)
+            configs.append(_flatten("config", config))
+        if not histories:
             return pd.DataFrame()
-        df = pd.concat(frames, ignore_index=True, sort=False)
+        cpus = self._trial_cpus.get if self._trial_cpus is not None else None
+        df = trials_frame(histories, ids, statuses, configs, cpus)
         config_cols = sorted(c for c in df.columns if c.startswith("config/"))
         leading = ("trial_id", "trial_status", "cpu_per_trial", "training_iteration")
         first = [c for c in leading if c in df.columns]

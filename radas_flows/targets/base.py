@@ -146,6 +146,10 @@ class Target(Protocol):
         """The trainable as the driver receives it here (the object, or its reference)."""
         ...
 
+    def prepare(self, spec: ExperimentSpec) -> None:
+        """Start, in the background, what a run of ``spec`` will need here (never raises)."""
+        ...
+
     def submit(
         self, spec: ExperimentSpec, driver_spec: DriverSpec, *, submit_key: str | None
     ) -> RunHandle:

@@ -148,6 +148,9 @@ class ClusterTarget:
             )
         return spec.trainable_ref
 
+    def prepare(self, spec: ExperimentSpec) -> None:
+        """Nothing to start ahead: the cluster runs already."""
+
     # -- submit, attach ------------------------------------------------------------------
 
     def submit(

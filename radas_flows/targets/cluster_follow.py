@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from radas_flows.clusters.job_log import LogRelay, poll_interval, tail
 from radas_flows.clusters.jobs import job_client, with_retries
+from radas_flows.clusters.log_tail import LogTail
 from radas_flows.clusters.registry import get_cluster
 from radas_flows.errors import ExperimentStateError
 from radas_flows.targets.base import DriverFailedError, Progress, RunHandle
@@ -24,6 +25,12 @@ KEEP_JOB_ENV = "RADAS_KEEP_JOB_ON_EXIT"
 
 # Status and log calls survive about two minutes of cluster outage before the flow gives up.
 _ATTEMPTS, _BACKOFF, _MAX_BACKOFF = 10, 1.0, 20.0
+#: Seconds between status polls while the log arrives as a stream.
+POLL_S = 1.0
+#: How long a finished job's log stream may take to deliver its last lines.
+_STREAM_END_WAIT_S = 10.0
+#: The end of the log kept for a failure message.
+_KEPT_LOG_CHARS = 65_536
 
 
 @dataclass
@@ -71,9 +78,10 @@ def follow_job(
     cluster = get_cluster(name)
     client = job_client(cluster)
     relay = LogRelay()
-    offset = 0
+    offset = 0  # characters of the log relayed so far
     status_value = ""
-    logs = ""
+    logs = ""  # the end of the log relayed so far (for the failure message)
+    stream = LogTail(client, job_id)  # incremental; the whole log is read only as a fallback
 
     def on_retry(attempt: int, error: BaseException, delay: float) -> None:
         logger.warning(
@@ -88,15 +96,28 @@ def follow_job(
     def retry(call: Any) -> Any:
         return with_retries(call, _ATTEMPTS, _BACKOFF, max_backoff=_MAX_BACKOFF, on_retry=on_retry)
 
+    def new_text(terminal: bool) -> str:
+        """The log text not relayed yet: from the stream, else (fallback) the whole log."""
+        nonlocal offset
+        if terminal and not stream.failed:
+            stream.wait_ended(_STREAM_END_WAIT_S)
+        if not stream.failed and (not terminal or stream.ended.is_set()):
+            text = stream.read()
+        else:
+            whole = retry(lambda: client.get_job_logs(job_id))
+            if len(whole) < offset:  # the log was replaced; relay it again from the start
+                offset = 0
+            text = whole[offset:]
+        offset += len(text)
+        return text
+
     try:
         while True:
             status = retry(lambda: client.get_job_status(job_id))
-            logs = retry(lambda: client.get_job_logs(job_id))
-            if len(logs) < offset:  # the log was replaced; relay it again from the start
-                offset = 0
-            items = relay.feed(logs[offset:])
-            offset = len(logs)
             terminal = status.is_terminal()
+            text = new_text(terminal)
+            logs = (logs + text)[-_KEPT_LOG_CHARS:]
+            items = relay.feed(text)
             if terminal:
                 items += relay.flush()
             for item in items:
@@ -107,10 +128,12 @@ def follow_job(
             status_value = str(status.value)
             if terminal:
                 break
-            time.sleep(poll_interval(len(logs)))
+            time.sleep(POLL_S if not stream.failed else poll_interval(offset))
     except BaseException as e:
         on_exit(e)
         raise
+    finally:
+        stream.close()
 
     if status_value == "FAILED":
         info = retry(lambda: client.get_job_info(job_id))

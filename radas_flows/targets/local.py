@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -112,6 +113,19 @@ class LocalTarget:
     def driver_trainable(self, spec: ExperimentSpec) -> Any:
         return spec.trainable
 
+    def prepare(self, spec: ExperimentSpec) -> None:
+        """Start the local Ray (and import Tune) in the background while the flow starts.
+
+        Only for runs that will run trials with the default runtime_env, in a process
+        without a Ray yet: ``submit`` decides (and logs in the run) whether a running Ray is
+        reused or restarted. ``submit`` waits for this start (it holds the same lock), and
+        starts Ray itself if this one failed.
+        """
+        initialized = getattr(sys.modules.get("ray"), "is_initialized", None)
+        if "run" not in spec.dos or spec.runtime_env or (initialized and initialized()):
+            return
+        threading.Thread(target=_warm_local_ray, name="radas-ray-warmup", daemon=True).start()
+
     def submit(
         self, spec: ExperimentSpec, driver_spec: DriverSpec, *, submit_key: str | None
     ) -> LocalRun:
@@ -205,6 +219,15 @@ def ensure_local_ray(runtime_env: dict[str, Any]) -> None:
             # Ours, with another runtime_env, other CPU/GPU counts, or lost resources: restart.
             ray.shutdown()
         _in_ray_owner_thread(lambda: _init_local_ray(wanted, resources))
+
+
+def _warm_local_ray() -> None:
+    try:
+        import ray.tune  # noqa: F401 - the driver needs it; imported beside the other starts
+
+        ensure_local_ray({})
+    except Exception as e:  # submit starts Ray again and raises the reason there
+        logging.getLogger(__name__).debug("starting the local Ray ahead failed: %r", e)
 
 
 def held_resources() -> dict[str, float]:

@@ -318,3 +318,42 @@ def test_offline_and_hung_clusters_fail_fast(cluster_registry: Path, blackhole: 
     with pytest.raises(ClusterConnectionError, match=r"Cannot reach cluster 'hung' .* within 1 s"):
         job_client(hung, timeout=1.0)
     assert time.monotonic() - started < 2.0
+
+
+LOG_JOB = """\
+import sys, time
+for i in range(3000):
+    print(f"line {i:05d} " + "x" * 60)
+    if i % 500 == 0:
+        sys.stdout.flush()
+        time.sleep(0.3)
+"""
+
+
+@pytest.mark.cluster
+def test_log_tail_delivers_the_whole_log_once(cluster_registry: Path, tmp_path: Path) -> None:
+    from radas_flows.clusters.log_tail import LogTail
+
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "log_job.py").write_text(LOG_JOB)
+    client = job_client(get_cluster("loopback"))
+    job_id = client.submit_job(
+        entrypoint="python log_job.py", runtime_env=merge_runtime_env({}, work)
+    )
+    stream = LogTail(client, job_id)
+    try:
+        parts = []
+        while not client.get_job_status(job_id).is_terminal():
+            parts.append(stream.read())
+            time.sleep(0.2)
+        assert stream.wait_ended(30), "the stream did not end with the job"
+        parts.append(stream.read())
+    finally:
+        stream.close()
+    whole = client.get_job_logs(job_id)
+    streamed = "".join(parts)
+    assert streamed == whole
+    assert stream.received == len(whole)
+    assert sum(1 for line in streamed.splitlines() if line.startswith("line ")) == 3000
+    assert not stream.failed
