@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,11 +73,17 @@ def write_job_package(driver_spec: DriverSpec, directory: str | Path) -> Path:
 
 
 def build_job_runtime_env(
-    user_runtime_env: dict[str, Any], working_dir: str, *, extra_modules: list[str]
+    user_runtime_env: dict[str, Any],
+    working_dir: str,
+    *,
+    extra_modules: list[str],
+    excludes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The job's runtime_env: the user's, the working dir, our modules and stop settings.
 
-    With ``image_uri`` the runtime_env holds only that (the image must contain the code).
+    ``excludes`` (see :func:`~radas_flows.clusters.upload.upload_plan`) go before the user's
+    own ``excludes``, so a user's ``"!path"`` pattern still sends a file. With ``image_uri``
+    the runtime_env holds only that (the image must contain the code).
 
     Example:
         >>> env = build_job_runtime_env({}, ".", extra_modules=["/pkg/radas_flows"])
@@ -87,5 +94,7 @@ def build_job_runtime_env(
     if "image_uri" in env:
         return env
     env["py_modules"] = [*env.get("py_modules", []), *extra_modules]
+    if excludes:
+        env["excludes"] = [*excludes, *env.get("excludes", [])]
     env["env_vars"] = {**JOB_STOP_ENV, **env.get("env_vars", {})}
     return env

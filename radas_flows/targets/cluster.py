@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from radas_flows.clusters.jobs import (
 )
 from radas_flows.clusters.registry import ClusterConfig, RegistryError, get_cluster, load_registry
 from radas_flows.clusters.tenancy import checked_run_id
+from radas_flows.clusters.upload import UploadPlan, upload_plan
 from radas_flows.errors import ExperimentStateError, RadasValueError
 from radas_flows.inputs.rules import check_cpu_per_trial
 from radas_flows.inputs.runtime_env import check_runtime_env
@@ -189,13 +191,17 @@ class ClusterTarget:
             METADATA_EXPERIMENT_PATH: driver_spec.experiment_path,
             **({METADATA_SUBMIT_KEY: submit_key} if submit_key is not None else {}),
         }
+        plan = job_upload_plan(spec, driver_spec)
         with tempfile.TemporaryDirectory(prefix="radas-job-") as scratch:
             package = write_job_package(driver_spec, scratch)
             runtime_env = build_job_runtime_env(
                 spec.runtime_env,
                 spec.cwd,
                 extra_modules=[str(Path(radas_flows.__file__).parent), str(package)],
+                excludes=plan.excludes,
             )
+            if "working_dir" in runtime_env and (left_out := plan.message(spec.cwd)):
+                logger.info("%s", left_out)
             if "image_uri" in runtime_env:
                 from radas_flows.driver import encode_spec
 
@@ -360,6 +366,24 @@ class ClusterTarget:
         """Following ended early: stop the job unless it must keep running (:func:`stop_job`)."""
         assert isinstance(handle, ClusterRun)
         stop_job(handle, logger, reason)
+
+
+def job_upload_plan(spec: ExperimentSpec, driver_spec: DriverSpec) -> UploadPlan:
+    """What the job's upload of the working directory leaves out (see :func:`upload_plan`)."""
+    from prefect.settings import PREFECT_HOME
+
+    from radas_flows.core import results_root
+
+    return upload_plan(
+        spec.cwd,
+        [
+            (driver_spec.storage_path.rstrip("/").rsplit("/", 1)[0], "the results root"),
+            (results_root(), "the local results root"),
+            (str(PREFECT_HOME.value()), "PREFECT_HOME, a live database"),
+            (os.environ.get("PREFECT_HOME"), "PREFECT_HOME, a live database"),
+        ],
+        user_excludes=list(spec.runtime_env.get("excludes") or []),
+    )
 
 
 def running_jobs_error(
