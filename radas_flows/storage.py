@@ -122,15 +122,20 @@ class Storage:
             stream.write(text.encode("utf-8"))
 
     def remove(self) -> None:
-        """Delete the folder stored here, if any."""
+        """Delete the folder (or file) stored here, if any."""
         if not self.is_remote:
             if os.path.isdir(self.path):
                 shutil.rmtree(self.path)
+            elif os.path.isfile(self.path):
+                os.remove(self.path)
             return
         import pyarrow.fs
 
         fs, fs_path = self._fs()
-        if fs.get_file_info(fs_path).type != pyarrow.fs.FileType.NotFound:
+        kind = fs.get_file_info(fs_path).type
+        if kind == pyarrow.fs.FileType.File:
+            fs.delete_file(fs_path)
+        elif kind != pyarrow.fs.FileType.NotFound:
             fs.delete_dir(fs_path)
 
     def tune_filesystem(self) -> pyarrow.fs.FileSystem | None:

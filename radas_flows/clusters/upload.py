@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ALWAYS_EXCLUDED", "UploadPlan", "upload_plan"]
+__all__ = ["ALWAYS_EXCLUDED", "UploadPlan", "job_upload_plan", "upload_plan"]
 
 #: SQLite databases and their journals: a live one changes while Ray zips it (the job then
 #: fails with RUNTIME_ENV_SETUP_FAILURE), and a database is data, not code.
@@ -140,3 +140,22 @@ def _path_spec(patterns: list[str]) -> Any:
     from ray._private.thirdparty.pathspec import PathSpec
 
     return PathSpec.from_lines("gitwildmatch", patterns)
+
+
+def job_upload_plan(cwd: str, storage_path: str, user_excludes: Sequence[str]) -> UploadPlan:
+    """:func:`upload_plan` for a job writing to ``storage_path`` (``<results root>/<user>``)."""
+    from prefect.settings import PREFECT_HOME
+
+    from radas_flows.core import results_root
+
+    live = "PREFECT_HOME, a live database"
+    return upload_plan(
+        cwd,
+        [
+            (storage_path.rstrip("/").rsplit("/", 1)[0], "the results root"),
+            (results_root(), "the local results root"),
+            (str(PREFECT_HOME.value()), live),
+            (os.environ.get("PREFECT_HOME"), live),
+        ],
+        user_excludes=list(user_excludes),
+    )

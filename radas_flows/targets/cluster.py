@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from radas_flows.clusters.availability import (
     format_availability,
     probe_clusters,
 )
+from radas_flows.clusters.heartbeat import Heartbeat, follower_timeout, heartbeat_path
 from radas_flows.clusters.job_package import (
     METADATA_EXPERIMENT_PATH,
     METADATA_MODE,
@@ -34,7 +34,7 @@ from radas_flows.clusters.jobs import (
 )
 from radas_flows.clusters.registry import ClusterConfig, RegistryError, get_cluster, load_registry
 from radas_flows.clusters.tenancy import checked_run_id
-from radas_flows.clusters.upload import UploadPlan, upload_plan
+from radas_flows.clusters.upload import job_upload_plan
 from radas_flows.errors import ExperimentStateError, RadasValueError
 from radas_flows.inputs.rules import check_cpu_per_trial
 from radas_flows.inputs.runtime_env import check_runtime_env
@@ -174,6 +174,8 @@ class ClusterTarget:
             )
         logger = run_logger("radas_flows.clusters")
         name = self.name
+        if not keep_job_on_exit():  # the job stops itself when this flow is gone
+            driver_spec = dataclasses.replace(driver_spec, follower_timeout_s=follower_timeout())
         client = job_client(get_cluster(name))
         jobs = with_retries(lambda: find_jobs(client, spec.user_name, spec.full_name))
         if submit_key is not None:
@@ -191,7 +193,12 @@ class ClusterTarget:
             METADATA_EXPERIMENT_PATH: driver_spec.experiment_path,
             **({METADATA_SUBMIT_KEY: submit_key} if submit_key is not None else {}),
         }
-        plan = job_upload_plan(spec, driver_spec)
+        plan = job_upload_plan(
+            spec.cwd, driver_spec.storage_path, spec.runtime_env.get("excludes") or []
+        )
+        if driver_spec.follower_timeout_s:  # the first beat, before the job can look for it
+            path = heartbeat_path(driver_spec.storage_path, driver_spec.run_id)
+            Heartbeat(path, driver_spec.follower_timeout_s, logger).beat()
         with tempfile.TemporaryDirectory(prefix="radas-job-") as scratch:
             package = write_job_package(driver_spec, scratch)
             runtime_env = build_job_runtime_env(
@@ -366,24 +373,6 @@ class ClusterTarget:
         """Following ended early: stop the job unless it must keep running (:func:`stop_job`)."""
         assert isinstance(handle, ClusterRun)
         stop_job(handle, logger, reason)
-
-
-def job_upload_plan(spec: ExperimentSpec, driver_spec: DriverSpec) -> UploadPlan:
-    """What the job's upload of the working directory leaves out (see :func:`upload_plan`)."""
-    from prefect.settings import PREFECT_HOME
-
-    from radas_flows.core import results_root
-
-    return upload_plan(
-        spec.cwd,
-        [
-            (driver_spec.storage_path.rstrip("/").rsplit("/", 1)[0], "the results root"),
-            (results_root(), "the local results root"),
-            (str(PREFECT_HOME.value()), "PREFECT_HOME, a live database"),
-            (os.environ.get("PREFECT_HOME"), "PREFECT_HOME, a live database"),
-        ],
-        user_excludes=list(spec.runtime_env.get("excludes") or []),
-    )
 
 
 def running_jobs_error(

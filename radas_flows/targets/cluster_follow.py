@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from radas_flows.clusters.heartbeat import Heartbeat, heartbeat_path
 from radas_flows.clusters.job_log import LogRelay, poll_interval, tail
 from radas_flows.clusters.jobs import job_client, with_retries
 from radas_flows.clusters.registry import get_cluster
@@ -88,6 +89,11 @@ def follow_job(
     def retry(call: Any) -> Any:
         return with_retries(call, _ATTEMPTS, _BACKOFF, max_backoff=_MAX_BACKOFF, on_retry=on_retry)
 
+    heartbeat = None
+    timeout = handle.driver_spec.follower_timeout_s
+    if timeout and not handle.attached:  # only the submitting flow keeps its job alive
+        path = heartbeat_path(handle.driver_spec.storage_path, handle.run_id)
+        heartbeat = Heartbeat(path, timeout, logger).start()
     try:
         while True:
             status = retry(lambda: client.get_job_status(job_id))
@@ -109,8 +115,13 @@ def follow_job(
                 break
             time.sleep(poll_interval(len(logs)))
     except BaseException as e:
+        if heartbeat is not None:
+            heartbeat.stop()
         on_exit(e)
         raise
+    finally:
+        if heartbeat is not None:  # gone: a job still running stops within its timeout
+            heartbeat.stop(remove=True)
 
     if status_value == "FAILED":
         info = retry(lambda: client.get_job_info(job_id))
@@ -219,13 +230,17 @@ def stop_job(handle: ClusterRun, logger: Any, reason: BaseException) -> None:
         client = job_client(get_cluster(name))
         stopped = with_retries(lambda: client.stop_job(job_id), attempts=3, backoff=0.5)
     except Exception as stop_error:
+        timeout = handle.driver_spec.follower_timeout_s
         logger.error(
             "Following job %s on cluster %r ended early (%s) and the job could not be stopped "
-            "(%s): stop it with `%s`.",
+            "(%s): %sstop it with `%s`.",
             job_id,
             name,
             why,
             stop_error,
+            f"it stops itself within {timeout:g} s of this flow's last heartbeat, or "
+            if timeout
+            else "",
             stop,
         )
         return
