@@ -138,6 +138,25 @@ class Storage:
         elif kind != pyarrow.fs.FileType.NotFound:
             fs.delete_dir(fs_path)
 
+    def check_writable(self) -> None:
+        """Create this folder if needed and write a small probe file into it (folders only).
+
+        Raises:
+            OSError: The folder cannot be created or written (read-only, permission, full).
+        """
+        if self.is_remote:
+            return
+        folder = Path(self.path)
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".radas-write-check-{os.getpid()}"
+        try:
+            with probe.open("wb") as f:
+                f.write(b"\0" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            probe.unlink(missing_ok=True)
+
     def tune_filesystem(self) -> pyarrow.fs.FileSystem | None:
         """What Ray Tune's ``storage_filesystem`` arguments take for this location."""
         return self.filesystem

@@ -69,6 +69,10 @@ def heartbeat_path(storage_path: str, run_id: str) -> str:
     return f"{storage_path.rstrip('/')}/{_FOLDER}/{run_id}"
 
 
+_lock = threading.Lock()
+_unclaimed: dict[str, Heartbeat] = {}  # started at submission, not yet followed
+
+
 def _interval(timeout: float) -> float:
     return min(10.0, max(1.0, timeout / 6))
 
@@ -76,10 +80,13 @@ def _interval(timeout: float) -> float:
 class Heartbeat:
     """The submitting flow's side: rewrite the heartbeat file every few seconds while it follows."""
 
-    def __init__(self, path: str, timeout: float, logger: Any = None) -> None:
+    def __init__(
+        self, path: str, timeout: float, logger: Any = None, *, until: float | None = None
+    ) -> None:
         self.path = path
         self.interval = _interval(timeout)
         self.logger = logger
+        self.until = until  # time.monotonic() at which an unclaimed heartbeat gives up
         self._beats = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,10 +120,40 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
+            if self.until is not None and time.monotonic() > self.until:
+                with _lock:  # nobody followed the job: let it stop on its own
+                    _unclaimed.pop(self.path, None)
+                return
             self.beat()
+
+    @classmethod
+    def submitted(cls, path: str, timeout: float, logger: Any = None) -> Heartbeat:
+        """Start beating for a job just submitted, until :meth:`claim` takes it over.
+
+        Unclaimed (the flow never got to follow the job), it stops after ``10 * timeout`` s
+        (at least 5 minutes), and the job stops within its timeout after that.
+        """
+        heartbeat = cls(path, timeout, logger, until=time.monotonic() + max(300.0, 10 * timeout))
+        with _lock:
+            _unclaimed[path] = heartbeat
+        return heartbeat.start()
+
+    @classmethod
+    def claim(cls, path: str, timeout: float, logger: Any = None) -> Heartbeat:
+        """The heartbeat of a job this process submitted (beating on), or a new one started."""
+        with _lock:
+            heartbeat = _unclaimed.pop(path, None)
+        if heartbeat is not None and heartbeat._thread is not None and heartbeat._thread.is_alive():
+            heartbeat.until = None
+            heartbeat.logger = logger or heartbeat.logger
+            return heartbeat
+        return cls(path, timeout, logger).start()
 
     def stop(self, *, remove: bool = False) -> None:
         """Stop beating; ``remove`` deletes the file (the job then stops within its timeout)."""
+        with _lock:
+            if _unclaimed.get(self.path) is self:
+                del _unclaimed[self.path]
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)

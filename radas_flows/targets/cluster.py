@@ -196,9 +196,9 @@ class ClusterTarget:
         plan = job_upload_plan(
             spec.cwd, driver_spec.storage_path, spec.runtime_env.get("excludes") or []
         )
-        if driver_spec.follower_timeout_s:  # the first beat, before the job can look for it
+        if driver_spec.follower_timeout_s:  # beating before the job can look for it
             path = heartbeat_path(driver_spec.storage_path, driver_spec.run_id)
-            Heartbeat(path, driver_spec.follower_timeout_s, logger).beat()
+            Heartbeat.submitted(path, driver_spec.follower_timeout_s, logger)
         with tempfile.TemporaryDirectory(prefix="radas-job-") as scratch:
             package = write_job_package(driver_spec, scratch)
             runtime_env = build_job_runtime_env(

@@ -93,7 +93,7 @@ def follow_job(
     timeout = handle.driver_spec.follower_timeout_s
     if timeout and not handle.attached:  # only the submitting flow keeps its job alive
         path = heartbeat_path(handle.driver_spec.storage_path, handle.run_id)
-        heartbeat = Heartbeat(path, timeout, logger).start()
+        heartbeat = Heartbeat.claim(path, timeout, logger)
     try:
         while True:
             status = retry(lambda: client.get_job_status(job_id))
