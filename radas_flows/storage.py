@@ -139,16 +139,23 @@ class Storage:
             fs.delete_dir(fs_path)
 
     def check_writable(self) -> None:
-        """Create this folder if needed and write a small probe file into it (folders only).
+        """Create this folder if needed and write a small probe file into it (and delete it).
 
         Raises:
-            OSError: The folder cannot be created or written (read-only, permission, full).
+            OSError: The folder cannot be created or written (read-only, permission, full), or
+                the storage service does not answer.
         """
+        probe_name = f".radas-write-check-{os.getpid()}"
         if self.is_remote:
+            fs, fs_path = self._fs()
+            probe_path = f"{fs_path.rstrip('/')}/{probe_name}"
+            with fs.open_output_stream(probe_path) as stream:
+                stream.write(b"\0")
+            fs.delete_file(probe_path)
             return
         folder = Path(self.path)
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".radas-write-check-{os.getpid()}"
+        probe = folder / probe_name
         try:
             with probe.open("wb") as f:
                 f.write(b"\0" * 65536)

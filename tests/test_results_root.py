@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,3 +89,51 @@ def test_an_unwritable_results_root_stops_the_run_before_anything_runs(
     assert not list(marks.iterdir())  # no trial ran
     runs = task_runs_of(flow_run_named(name).id)
     assert [r.name.rsplit("-", 1)[0] for r in runs if r.name.startswith("experiment_")] == []
+
+
+@pytest.mark.usefixtures("radas_env")
+def test_an_s3_results_root_that_is_down_stops_the_run_before_anything_runs(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.clusters.loopback_ray import free_port
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing-key-id",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-key-51f0",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_CONFIG_FILE": str(workdir / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "no-aws-credentials"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="results")
+    finally:
+        server.stop()  # S3 goes away before the run
+    monkeypatch.setenv("RADAS_RESULTS_ROOT", "s3://results/radas")
+    marks = workdir / "marks"
+    marks.mkdir()
+    started = time.monotonic()
+    with pytest.raises(ResultsRootError) as error:
+        asyncio.run(
+            run_experiment(
+                user_name="tester",
+                trainable=marked,
+                experiment_name="root-s3-down",
+                param_space={"a": tune.grid_search([1, 2]), "sleep": 0.0, "marks": str(marks)},
+                run_choice="run",
+            )
+        )
+    text = str(error.value)
+    print(f"\nthe user sees, after {time.monotonic() - started:.1f} s: {text}")
+    assert text.startswith("The results folder s3://results/radas/tester cannot be written (")
+    assert "testing-secret-key-51f0" not in text
+    assert not list(marks.iterdir())

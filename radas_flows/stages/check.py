@@ -53,7 +53,8 @@ def check_results_root(spec: ExperimentSpec, check: TargetCheck) -> None:
         raise ResultsRootError(
             f"The results folder {folder} cannot be written ({type(e).__name__}: "
             f"{e.strerror or e}), so nothing was started. Point the results root "
-            f"({root}) at a folder you can write with free space: "
+            f"({root}) at a folder (or s3:// URI) that you can write, that has free space and "
+            f"whose storage answers: "
             f"{RESULTS_ROOT_ENV} for local runs, the cluster's results_root in the registry for "
             "cluster runs."
         ) from e
