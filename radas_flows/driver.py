@@ -46,6 +46,8 @@ class DriverSpec:
     run_id: str = "run"  # key of this run's progress (local) or log marker lines (cluster job)
     # The working directory and experiment_name the folder belongs to (radas_flows.origin).
     origin: dict[str, str] | None = None
+    # A cluster job stops when its flow's heartbeat is this many seconds old (None: never).
+    follower_timeout_s: float | None = None
 
     @property
     def experiment_path(self) -> str:
@@ -356,8 +358,19 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     ray.init()
+    watch = None
+    if spec.follower_timeout_s:
+        from radas_flows.clusters.heartbeat import Watch, heartbeat_path
+
+        path = heartbeat_path(spec.storage_path, spec.run_id)
+        watch = Watch(path, spec.follower_timeout_s).start()
     results = run_driver(spec, print_progress=True)
     print(f"[radas] finished: {len(results)} trials, {results.num_errors} errored", flush=True)
+    if watch is not None:
+        watch.stop()
+        if watch.fired:
+            print(watch.message(), flush=True)
+            return 3
     return 0
 
 

@@ -21,3 +21,7 @@ class ExperimentStoppedError(ExperimentStateError):
 
 class TrialsFailedError(RadasError):
     """Trials of an experiment ended in error; completed results were kept and analyzed."""
+
+
+class ResultsRootError(RadasError):
+    """The results folder cannot be written (read-only, no permission, full); nothing started."""

@@ -122,16 +122,47 @@ class Storage:
             stream.write(text.encode("utf-8"))
 
     def remove(self) -> None:
-        """Delete the folder stored here, if any."""
+        """Delete the folder (or file) stored here, if any."""
         if not self.is_remote:
             if os.path.isdir(self.path):
                 shutil.rmtree(self.path)
+            elif os.path.isfile(self.path):
+                os.remove(self.path)
             return
         import pyarrow.fs
 
         fs, fs_path = self._fs()
-        if fs.get_file_info(fs_path).type != pyarrow.fs.FileType.NotFound:
+        kind = fs.get_file_info(fs_path).type
+        if kind == pyarrow.fs.FileType.File:
+            fs.delete_file(fs_path)
+        elif kind != pyarrow.fs.FileType.NotFound:
             fs.delete_dir(fs_path)
+
+    def check_writable(self) -> None:
+        """Create this folder if needed and write a small probe file into it (and delete it).
+
+        Raises:
+            OSError: The folder cannot be created or written (read-only, permission, full), or
+                the storage service does not answer.
+        """
+        probe_name = f".radas-write-check-{os.getpid()}"
+        if self.is_remote:
+            fs, fs_path = self._fs()
+            probe_path = f"{fs_path.rstrip('/')}/{probe_name}"
+            with fs.open_output_stream(probe_path) as stream:
+                stream.write(b"\0")
+            fs.delete_file(probe_path)
+            return
+        folder = Path(self.path)
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / probe_name
+        try:
+            with probe.open("wb") as f:
+                f.write(b"\0" * 65536)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            probe.unlink(missing_ok=True)
 
     def tune_filesystem(self) -> pyarrow.fs.FileSystem | None:
         """What Ray Tune's ``storage_filesystem`` arguments take for this location."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,10 +113,13 @@ def build_job_runtime_env(
     *,
     extra_modules: list[str],
     settings: dict[str, str] | None = None,
+    excludes: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The job's runtime_env: the user's, the working dir, our modules, stop and path settings.
 
-    The user's ``env_vars`` win over ``settings`` (see :func:`job_settings`). With
+    The user's ``env_vars`` win over ``settings`` (see :func:`job_settings`). ``excludes`` (see
+    :func:`~radas_flows.clusters.upload.upload_plan`) go before the user's own ``excludes``, so a
+    user's ``"!path"`` pattern still sends a file. With
     ``image_uri`` the runtime_env holds only that (the image must contain the code).
 
     Example:
@@ -127,5 +131,7 @@ def build_job_runtime_env(
     if "image_uri" in env:
         return env
     env["py_modules"] = [*env.get("py_modules", []), *extra_modules]
+    if excludes:
+        env["excludes"] = [*excludes, *env.get("excludes", [])]
     env["env_vars"] = {**JOB_STOP_ENV, **(settings or {}), **env.get("env_vars", {})}
     return env

@@ -15,6 +15,7 @@ from radas_flows.clusters.availability import (
     format_availability,
     probe_clusters,
 )
+from radas_flows.clusters.heartbeat import Heartbeat, follower_timeout, heartbeat_path
 from radas_flows.clusters.job_package import (
     METADATA_EXPERIMENT_PATH,
     METADATA_MODE,
@@ -34,6 +35,7 @@ from radas_flows.clusters.jobs import (
 )
 from radas_flows.clusters.registry import ClusterConfig, RegistryError, get_cluster, load_registry
 from radas_flows.clusters.tenancy import checked_run_id
+from radas_flows.clusters.upload import job_upload_plan
 from radas_flows.errors import ExperimentStateError, RadasValueError
 from radas_flows.inputs.rules import check_cpu_per_trial
 from radas_flows.inputs.runtime_env import check_runtime_env
@@ -180,6 +182,8 @@ class ClusterTarget:
             )
         logger = run_logger("radas_flows.clusters")
         name = self.name
+        if not keep_job_on_exit():  # the job stops itself when this flow is gone
+            driver_spec = dataclasses.replace(driver_spec, follower_timeout_s=follower_timeout())
         client = job_client(get_cluster(name))
         jobs = with_retries(lambda: find_jobs(client, spec.user_name, spec.full_name))
         if submit_key is not None:
@@ -197,6 +201,12 @@ class ClusterTarget:
             METADATA_EXPERIMENT_PATH: driver_spec.experiment_path,
             **({METADATA_SUBMIT_KEY: submit_key} if submit_key is not None else {}),
         }
+        plan = job_upload_plan(
+            spec.cwd, driver_spec.storage_path, spec.runtime_env.get("excludes") or []
+        )
+        if driver_spec.follower_timeout_s:  # beating before the job can look for it
+            path = heartbeat_path(driver_spec.storage_path, driver_spec.run_id)
+            Heartbeat.submitted(path, driver_spec.follower_timeout_s, logger)
         with tempfile.TemporaryDirectory(prefix="radas-job-") as scratch:
             package = write_job_package(driver_spec, scratch)
             runtime_env = build_job_runtime_env(
@@ -204,7 +214,10 @@ class ClusterTarget:
                 spec.cwd,
                 extra_modules=[str(Path(radas_flows.__file__).parent), str(package)],
                 settings=job_settings(cluster_results_root(name)),
+                excludes=plan.excludes,
             )
+            if "working_dir" in runtime_env and (left_out := plan.message(spec.cwd)):
+                logger.info("%s", left_out)
             if "image_uri" in runtime_env:
                 from radas_flows.driver import encode_spec
 

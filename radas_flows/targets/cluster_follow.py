@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from radas_flows.clusters.heartbeat import Heartbeat, heartbeat_path
 from radas_flows.clusters.job_log import LogRelay, poll_interval, tail
 from radas_flows.clusters.jobs import job_client, with_retries
 from radas_flows.clusters.log_tail import LogTail
@@ -111,6 +112,11 @@ def follow_job(
         offset += len(text)
         return text
 
+    heartbeat = None
+    timeout = handle.driver_spec.follower_timeout_s
+    if timeout and not handle.attached:  # only the submitting flow keeps its job alive
+        path = heartbeat_path(handle.driver_spec.storage_path, handle.run_id)
+        heartbeat = Heartbeat.claim(path, timeout, logger)
     try:
         while True:
             status = retry(lambda: client.get_job_status(job_id))
@@ -130,18 +136,18 @@ def follow_job(
                 break
             time.sleep(POLL_S if not stream.failed else poll_interval(offset))
     except BaseException as e:
+        if heartbeat is not None:
+            heartbeat.stop()
         on_exit(e)
         raise
     finally:
         stream.close()
+        if heartbeat is not None:  # gone: a job still running stops within its timeout
+            heartbeat.stop(remove=True)
 
     if status_value == "FAILED":
         info = retry(lambda: client.get_job_info(job_id))
-        raise DriverFailedError(
-            f"Job {job_id} on cluster {name!r} failed: {info.error_type or 'error'}. The end of "
-            f"its log:\n{tail(logs)}\nWhatever finished is stored in {handle.experiment_path}; "
-            "after fixing the cause, continue with run_choice='restore'."
-        )
+        raise DriverFailedError(failure_text(handle, info, logs))
     if status_value == "STOPPED" and not handle.stop_requested:
         handle.stopped_elsewhere = (
             f"Job {job_id} on cluster {name!r} was stopped before it finished (by a "
@@ -162,6 +168,55 @@ def follow_job(
             f"at the same path, or be an s3:// URI; fix results_root in "
             f"{cluster.where}."
         ) from e
+
+
+def failure_text(handle: ClusterRun, info: Any, logs: str) -> str:
+    """What a failed job's error says: Ray's reason (``JobInfo.message``) and its log's end.
+
+    A job that fails before its driver starts (``RUNTIME_ENV_SETUP_FAILURE``) has an empty
+    log; the reason is only in the job's message. Both are cleaned of the cluster's token and
+    every registered secret.
+    """
+    from radas_flows.clusters.credentials import auth_headers
+    from radas_flows.secrets import redact_registered, redact_text
+
+    token = auth_headers(get_cluster(handle.cluster)).get("Authorization", "")
+    secrets = [token, token.removeprefix("Bearer ")]
+    reason = ray_reason(str(info.message or ""))
+    end = tail(logs)
+    text = (
+        f"Job {handle.job_id} on cluster {handle.cluster!r} failed: {info.error_type or 'error'}."
+        + (f" Ray's reason: {reason}" if reason else "")
+        + (
+            f"\nThe end of its log:\n{end}\nWhatever finished is stored in "
+            f"{handle.experiment_path}; after fixing the cause, continue with "
+            "run_choice='restore'."
+            if end
+            else "\nIts log is empty: the job failed before its driver started, so no trial "
+            "ran. Fix the cause and run it again."
+        )
+    )
+    return redact_registered(redact_text(text, secrets))
+
+
+def ray_reason(message: str, max_chars: int = 2000) -> str:
+    r"""The gist of a Ray job's failure message: its first lines and the exception that ended it.
+
+    Example:
+        >>> ray_reason("setup failed.\nTraceback (most recent call last):\n  File \"x\", line 1\n"
+        ...            "    f()\nOSError: no package")
+        'setup failed. [...] OSError: no package'
+    """
+    lines = [line.rstrip() for line in message.strip().splitlines() if line.strip()]
+    if "Traceback (most recent call last):" in message:
+        start = next(i for i, line in enumerate(lines) if "Traceback (most" in line)
+        last_frame = max(
+            (i for i, line in enumerate(lines) if line.lstrip().startswith("File ")), default=start
+        )
+        after = [line for line in lines[last_frame + 1 :] if not line.startswith(" ")]
+        lines = [*lines[:start], "[...]", *after]
+    text = " ".join(lines)
+    return text if len(text) <= max_chars else f"{text[:max_chars]} ... ({len(text)} characters)"
 
 
 def stop_job(handle: ClusterRun, logger: Any, reason: BaseException) -> None:
@@ -197,13 +252,17 @@ def stop_job(handle: ClusterRun, logger: Any, reason: BaseException) -> None:
         client = job_client(get_cluster(name))
         stopped = with_retries(lambda: client.stop_job(job_id), attempts=3, backoff=0.5)
     except Exception as stop_error:
+        timeout = handle.driver_spec.follower_timeout_s
         logger.error(
             "Following job %s on cluster %r ended early (%s) and the job could not be stopped "
-            "(%s): stop it with `%s`.",
+            "(%s): %sstop it with `%s`.",
             job_id,
             name,
             why,
             stop_error,
+            f"it stops itself within {timeout:g} s of this flow's last heartbeat, or "
+            if timeout
+            else "",
             stop,
         )
         return

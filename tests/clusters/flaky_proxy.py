@@ -25,9 +25,11 @@ class Rule:
     failure: Failure
     times: int = 1
     hits: int = 0  # how many matching requests were failed
+    prefix: bool = False  # match every path that starts with ``path``
 
     def matches(self, method: str, path: str) -> bool:
-        return method == self.method and path == self.path and self.hits < self.times
+        same = path.startswith(self.path) if self.prefix else path == self.path
+        return method == self.method and same and self.hits < self.times
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The submit stage survives a cluster API that drops a connection: Prefect retries, one job."""
+"""A cluster API that drops connections: submission and monitoring retry, and one job runs."""
 
 from __future__ import annotations
 
@@ -83,3 +83,42 @@ def test_submission_is_retried_and_never_doubled(
         # The job exists after the first attempt: the retry finds it and submits nothing.
         assert len(submits) == 1
         assert any("following that job instead of submitting again" in m for m in logs)
+
+
+@pytest.mark.usefixtures("flaky_registry")
+def test_monitoring_survives_dropped_connections_without_a_second_job(
+    workdir: Path, proxy: FlakyProxy
+) -> None:
+    # Once the job exists, its next 4 status and log requests fail: two never reach the API,
+    # then two answers are lost on the way back.
+    proxy.rules += [
+        Rule("GET", "/api/jobs/radas-erin-", "drop_request", times=2, prefix=True),
+        Rule("GET", "/api/jobs/radas-erin-", "lose_answer", times=2, prefix=True),
+    ]
+    mod = import_source(workdir, TRAINABLE, "retry_trainable")
+    results = asyncio.run(
+        run_experiment(
+            user_name="erin",
+            trainable=mod.square,
+            experiment_name="monitor-drops",
+            run_with="cluster:flaky",
+            param_space={"a": tune.grid_search([1, 2, 3])},
+            run_choice="run",
+        )
+    )
+    assert [rule.hits for rule in proxy.rules] == [2, 2]
+    assert sorted(results["df"]["score"]) == [1, 4, 9]
+    client = job_client(get_cluster("flaky"))
+    jobs = find_jobs(client, "erin", results["tuner"].experiment_path.rsplit("/", 1)[1])
+    assert [str(j.status.value) for j in jobs] == ["SUCCEEDED"]  # one job on the head
+    assert [r for r in proxy.requests if r[0] == "POST"] == [("POST", "/api/jobs/")]
+    logs = logs_of(latest_flow_run().id)
+    retries = [m for m in logs if "did not answer" in m and "retrying in" in m]
+    print("\n" + "\n".join(retries))
+    assert len(retries) == 4
+    assert [m.split("retrying in ", 1)[1] for m in retries] == [
+        "1 s (attempt 1)",
+        "2 s (attempt 2)",
+        "4 s (attempt 3)",
+        "8 s (attempt 4)",
+    ]  # one backoff, doubling, as long as the failures last

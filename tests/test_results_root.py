@@ -1,0 +1,139 @@
+"""A results root that cannot be written (read-only, full, a file) stops a run before it starts."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ray import tune
+
+from radas_flows import run_experiment
+from radas_flows.errors import ResultsRootError
+from tests.prefect_reads import flow_run_named, task_runs_of
+from tests.trainables_for_tests import marked
+
+
+@pytest.fixture
+def mounted(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs of our own (mounting needs root; skipped where that is not allowed)."""
+    point = tmp_path / "mnt"
+    point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(point)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def _full(point: Path) -> Path:
+    try:
+        with (point / "filler").open("wb") as f:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+    except OSError:
+        pass
+    return point
+
+
+def _read_only(point: Path) -> Path:
+    subprocess.run(["mount", "-o", "remount,ro", str(point)], check=True)
+    return point
+
+
+def _a_file(point: Path) -> Path:
+    (point / "root").write_text("a file, not a folder\n")
+    return point / "root"
+
+
+@pytest.mark.usefixtures("radas_env")
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (_read_only, "Read-only file system"),
+        (_full, "No space left on device"),
+        (_a_file, "NotADirectoryError: Not a directory"),
+    ],
+)
+def test_an_unwritable_results_root_stops_the_run_before_anything_runs(
+    make: object, reason: str, mounted: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make(mounted)  # type: ignore[operator]
+    monkeypatch.setenv("RADAS_RESULTS_ROOT", str(root))
+    marks = workdir / "marks"
+    marks.mkdir()
+    name = f"root-{make.__name__.strip('_')}"  # type: ignore[attr-defined]
+    with pytest.raises(ResultsRootError) as error:
+        asyncio.run(
+            run_experiment(
+                user_name="tester",
+                trainable=marked,
+                experiment_name=name,
+                param_space={"a": tune.grid_search([1, 2]), "sleep": 0.0, "marks": str(marks)},
+                run_choice="run",
+            )
+        )
+    text = str(error.value)
+    print(f"\nthe user sees: {text}")
+    assert text.startswith(f"The results folder {root}/tester cannot be written (")
+    assert reason in text and "so nothing was started" in text
+    assert "RADAS_RESULTS_ROOT for local runs" in text
+    assert not list(marks.iterdir())  # no trial ran
+    runs = task_runs_of(flow_run_named(name).id)
+    assert [r.name.rsplit("-", 1)[0] for r in runs if r.name.startswith("experiment_")] == []
+
+
+@pytest.mark.usefixtures("radas_env")
+def test_an_s3_results_root_that_is_down_stops_the_run_before_anything_runs(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.clusters.loopback_ray import free_port
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing-key-id",
+        "AWS_SECRET_ACCESS_KEY": "testing-secret-key-51f0",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_CONFIG_FILE": str(workdir / "no-aws-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "no-aws-credentials"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="results")
+    finally:
+        server.stop()  # S3 goes away before the run
+    monkeypatch.setenv("RADAS_RESULTS_ROOT", "s3://results/radas")
+    marks = workdir / "marks"
+    marks.mkdir()
+    started = time.monotonic()
+    with pytest.raises(ResultsRootError) as error:
+        asyncio.run(
+            run_experiment(
+                user_name="tester",
+                trainable=marked,
+                experiment_name="root-s3-down",
+                param_space={"a": tune.grid_search([1, 2]), "sleep": 0.0, "marks": str(marks)},
+                run_choice="run",
+            )
+        )
+    text = str(error.value)
+    print(f"\nthe user sees, after {time.monotonic() - started:.1f} s: {text}")
+    assert text.startswith("The results folder s3://results/radas/tester cannot be written (")
+    assert "testing-secret-key-51f0" not in text
+    assert not list(marks.iterdir())
