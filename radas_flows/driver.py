@@ -189,11 +189,20 @@ def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
     with_resources = tune.with_resources(_with_secrets(trainable, spec.secrets), spec.resources)
     tune_config = build_tune_config(spec, trainable)
     total = expected_trial_count(spec.param_space, tune_config.num_samples)
+    from radas_flows._completion_journal import CompletionJournal, apply_journal
     from radas_flows._tune_callbacks import ProgressCallback
 
     progress = ProgressCallback(spec.run_id, total, print_lines=print_progress)
-    callbacks = [progress]
+    callbacks = [progress, CompletionJournal()]
     if spec.mode == "restore":
+        # Trials that completed after Tune's last saved state are kept, not run again.
+        kept_ids = apply_journal(spec.experiment_path)
+        if kept_ids:
+            print(
+                f"[radas] {len(kept_ids)} trials completed after Tune last saved its state; "
+                "their recorded results are kept and they do not run again",
+                flush=True,
+            )
         tuner = tune.Tuner.restore(
             spec.experiment_path,
             trainable=with_resources,
@@ -203,7 +212,8 @@ def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
         )
         # A restored experiment keeps its stored run config; report progress under this run.
         run_config = tuner._local_tuner.get_run_config()  # type: ignore[union-attr]
-        kept = [c for c in run_config.callbacks or [] if not isinstance(c, ProgressCallback)]
+        ours = (ProgressCallback, CompletionJournal)
+        kept = [c for c in run_config.callbacks or [] if not isinstance(c, ours)]
         run_config.callbacks = [*kept, *callbacks]
     else:
         Storage(spec.experiment_path).remove()
