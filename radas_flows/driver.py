@@ -178,15 +178,27 @@ def write_completed_ids(experiment: Storage, trial_ids: Iterable[str]) -> None:
     experiment.child(COMPLETED_FILE).write_text(json.dumps(sorted(set(trial_ids))))
 
 
-def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
+def run_driver(
+    spec: DriverSpec, *, print_progress: bool = False, lost_trial_retries: int = 0
+) -> Any:
     """Run (or restore) the experiment to its end and return Tune's ``ResultGrid``.
 
-    Ray must already be initialized (a local Ray, or the cluster a job runs on).
+    Ray must already be initialized (a local Ray, or the cluster a job runs on). With
+    ``lost_trial_retries`` and no ``FailureConfig`` of the user's, a trial whose worker was
+    lost (its node stopped) runs again up to that many times; one whose code raised does not
+    (see :mod:`radas_flows._lost_trials`).
     """
     from ray import tune
 
+    from radas_flows._lost_trials import fail_once, failure_config
+
     trainable = resolve_trainable(spec.trainable)
-    with_resources = tune.with_resources(_with_secrets(trainable, spec.secrets), spec.resources)
+    user_run_config = spec.tuner_init_kwargs.get("run_config") or tune.RunConfig()
+    failures = failure_config(user_run_config.failure_config, lost_trial_retries)
+    runnable = _with_secrets(trainable, spec.secrets)
+    if failures is not user_run_config.failure_config:  # radas' default: retry lost trials only
+        runnable = fail_once(runnable, spec.run_id)
+    with_resources = tune.with_resources(runnable, spec.resources)
     tune_config = build_tune_config(spec, trainable)
     total = expected_trial_count(spec.param_space, tune_config.num_samples)
     from radas_flows._completion_journal import CompletionJournal, apply_journal
@@ -215,13 +227,17 @@ def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
         ours = (ProgressCallback, CompletionJournal)
         kept = [c for c in run_config.callbacks or [] if not isinstance(c, ours)]
         run_config.callbacks = [*kept, *callbacks]
+        if failures is not None:
+            run_config.failure_config = failures
     else:
         Storage(spec.experiment_path).remove()
         tuner = tune.Tuner(
             with_resources,
             param_space=spec.param_space,
             tune_config=tune_config,
-            run_config=build_run_config(spec, callbacks),
+            run_config=dataclasses.replace(
+                build_run_config(spec, callbacks), failure_config=failures
+            ),
         )
     try:
         return tuner.fit()
@@ -332,7 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     ray.init()
-    results = run_driver(spec, print_progress=True)
+    # A cluster run: trials whose node is lost run again (LOST_TRIAL_RETRIES times at most).
+    from radas_flows._lost_trials import LOST_TRIAL_RETRIES
+
+    results = run_driver(spec, print_progress=True, lost_trial_retries=LOST_TRIAL_RETRIES)
     print(f"[radas] finished: {len(results)} trials, {results.num_errors} errored", flush=True)
     return 0
 

@@ -110,3 +110,19 @@ def marked(config: dict[str, Any]) -> dict[str, Any]:
     with open(os.path.join(marks, f"done-{a}"), "a") as f:
         f.write(f"{time.time()}\n")
     return {"score": a}
+
+
+def lost_once_or_failing(config: dict[str, Any]) -> dict[str, Any]:
+    """Config ``a=0``: its worker process dies on the first execution (a lost worker), then it
+    completes. Any other ``a``: raises ``ValueError``. Each execution leaves a marker in
+    config['marks'].
+    """
+    marks, a = config["marks"], config["a"]
+    first = not any(name.startswith(f"start-{a}-") for name in os.listdir(marks))
+    with open(os.path.join(marks, f"start-{a}-{os.getpid()}-{time.time_ns()}"), "w"):
+        pass
+    if a != 0:
+        raise ValueError(f"the trial's own error for a={a}")
+    if first:
+        os._exit(1)  # the worker is gone, as on a node that stopped
+    return {"score": a}

@@ -228,3 +228,102 @@ hint = "nothing listens at this address"
 """
     )
     return RayHead(**{**head.__dict__, "start_seconds": time.monotonic() - started})
+
+
+#: Set in a joined worker node's environment only, so its processes can be told apart.
+WORKER_ENV = "RADAS_TEST_RAY_WORKER"
+
+
+@dataclass(frozen=True)
+class RayWorker:
+    """A worker node joined to a loopback head (its processes carry ``WORKER_ENV=name``)."""
+
+    head: RayHead
+    name: str
+
+    def processes(self) -> list[psutil.Process]:
+        """This node's processes: its raylet and everything under it (workers, trial actors)."""
+        return [
+            p
+            for p in _cluster_processes(str(self.head.temp_dir))
+            if _environ(p).get(WORKER_ENV) == self.name
+        ]
+
+    def stop(self) -> int:
+        """Stop this node's processes, as `ray stop` on that machine does; their count."""
+        procs = self.processes()
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=5)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=3)
+        return len(procs)
+
+    def cpus_total(self) -> float:
+        """The CPUs the head's dashboard reports for the whole cluster (0 when unknown)."""
+        try:
+            code, body = _get(self.head.dashboard_url + "/api/cluster_status", self.head.token)
+            data = json.loads(body).get("data", {}) if code == 200 else {}
+        except (OSError, ValueError):
+            return 0.0
+        report = (data.get("clusterStatus") or {}).get("loadMetricsReport") or {}
+        usage = (report.get("usage") or {}).get("CPU") or [0, 0]
+        return float(usage[1])
+
+
+def _environ(proc: psutil.Process) -> dict[str, str]:
+    try:
+        return dict(proc.environ())
+    except (psutil.Error, OSError):
+        return {}
+
+
+def start_worker(head: RayHead, num_cpus: int, name: str = "worker") -> RayWorker:
+    """Join a worker node (`ray start --address=...`) on 127.0.0.1 to ``head``, token auth on.
+
+    Its processes carry the head's marker too, so :func:`stop_head` stops them as well.
+    """
+    env = dict(os.environ)
+    for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN"):
+        env.pop(key, None)
+    env.update(
+        {
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(head.token_file),
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            MARKER_ENV: str(head.temp_dir),
+            WORKER_ENV: name,
+        }
+    )
+    ports = (
+        "node-manager-port",
+        "object-manager-port",
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+        "metrics-export-port",
+    )
+    cmd = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        f"--address={head.gcs_address}",
+        "--node-ip-address=127.0.0.1",
+        f"--num-cpus={num_cpus}",
+        "--num-gpus=0",
+        "--object-store-memory=100000000",
+        "--disable-usage-stats",
+        *(f"--{port}={free_port()}" for port in ports),
+    ]
+    proc = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=180, start_new_session=True
+    )
+    worker = RayWorker(head, name)
+    if proc.returncode != 0:
+        worker.stop()
+        raise RuntimeError(f"`ray start --address` failed ({proc.returncode}):\n{proc.stdout}")
+    return worker
