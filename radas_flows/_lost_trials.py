@@ -21,7 +21,7 @@ from typing import Any
 __all__ = ["LOST_TRIAL_RETRIES", "fail_once", "failure_config"]
 
 #: Retries of a trial whose worker was lost, for cluster runs without a user FailureConfig.
-LOST_TRIAL_RETRIES = 3
+LOST_TRIAL_RETRIES = 2
 _MARKER = "radas_trial_error-{run_id}.pkl"
 _NOTE = (
     "radas: raised again from this trial's first execution (a failed trial's code runs once; "
@@ -102,7 +102,7 @@ def fail_once(trainable: Any, run_id: str) -> Any:
     """
     if inspect.isclass(trainable):
 
-        class _FailOnce(trainable):  # type: ignore[misc, valid-type]
+        class _FailOnce(trainable):
             def setup(self, config: dict[str, Any], *args: Any, **kwargs: Any) -> None:
                 _raise_recorded(getattr(self, "_storage", None), run_id)
                 try:
