@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import posixpath
 import re
 import time
@@ -58,7 +59,8 @@ def _record(trial: Any) -> None:
     storage = trial.storage
     fs = storage.storage_filesystem
     # Tune's loggers flush each reported row, so the files hold every row by now.
-    _upload_to_fs_path(storage.trial_driver_staging_path, fs, storage.trial_fs_path)
+    if os.path.isdir(storage.trial_driver_staging_path):
+        _upload_to_fs_path(storage.trial_driver_staging_path, fs, storage.trial_fs_path)
     state, runtime = trial.get_json_state()
     entry = json.dumps({"trial_id": trial.trial_id, "state": state, "runtime": runtime})
     folder = posixpath.join(storage.experiment_fs_path, JOURNAL_DIR)

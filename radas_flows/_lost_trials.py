@@ -3,8 +3,9 @@
 Tune's ``FailureConfig(max_failures=n)`` runs a failed trial again up to ``n`` times, whatever
 failed: a node that went away, or an error the trial's code raised (which would only fail
 again, and which the out-of-memory re-runs must see at once). When the user gives no
-``FailureConfig``, a cluster run gets :data:`LOST_TRIAL_RETRIES` retries and the trainable
-is wrapped by :func:`fail_once`: an error of the trial's code is recorded beside the trial's
+``FailureConfig`` (Ray's default), a cluster run gets :data:`LOST_TRIAL_RETRIES` retries
+(``RADAS_LOST_TRIAL_RETRIES`` in the job's environment) and the trainable is wrapped by
+:func:`fail_once`: an error of the trial's code is recorded beside the trial's
 results and raised again at once by each retry, without running the code again, so only
 trials whose worker was lost (a stopped or crashed node) really run again.
 
@@ -18,10 +19,12 @@ import inspect
 import posixpath
 from typing import Any
 
-__all__ = ["LOST_TRIAL_RETRIES", "fail_once", "failure_config"]
+__all__ = ["LOST_TRIAL_RETRIES", "RETRIES_ENV", "fail_once", "failure_config", "retries_from_env"]
 
 #: Retries of a trial whose worker was lost, for cluster runs without a user FailureConfig.
 LOST_TRIAL_RETRIES = 2
+#: The job's environment variable that changes it (``runtime_env={"env_vars": {...}}``).
+RETRIES_ENV = "RADAS_LOST_TRIAL_RETRIES"
 _MARKER = "radas_trial_error-{run_id}.pkl"
 _NOTE = (
     "radas: raised again from this trial's first execution (a failed trial's code runs once; "
@@ -30,12 +33,36 @@ _NOTE = (
 
 
 def failure_config(user: Any, retries: int) -> Any:
-    """The user's FailureConfig when given, else one retrying ``retries`` times (None: 0)."""
-    if user is not None or retries <= 0:
-        return user
+    """The user's FailureConfig, unless it is Ray's default: then one retrying ``retries`` times.
+
+    ``RunConfig`` puts Ray's default (``FailureConfig()``: no retries, not fail-fast) where
+    none is given, so that one stands for "none given"; ``retries <= 0`` keeps it.
+    """
     from ray.tune import FailureConfig
 
+    if retries <= 0 or (user is not None and user != FailureConfig()):
+        return user
     return FailureConfig(max_failures=retries)
+
+
+def retries_from_env(environ: Any) -> int:
+    """``RADAS_LOST_TRIAL_RETRIES`` (default :data:`LOST_TRIAL_RETRIES`; ``0``: no retries).
+
+    Raises:
+        RadasValueError: The value is not a whole number from 0 to 100.
+    """
+    from radas_flows.errors import RadasValueError
+
+    text = environ.get(RETRIES_ENV, "").strip()
+    if not text:
+        return LOST_TRIAL_RETRIES
+    if not text.isdigit() or int(text) > 100:
+        raise RadasValueError(
+            f"{RETRIES_ENV}={text!r} must be a whole number from 0 to 100 (retries of a trial "
+            "whose worker was lost; 0 turns them off), for example "
+            f"runtime_env={{'env_vars': {{'{RETRIES_ENV}': '0'}}}}"
+        )
+    return int(text)
 
 
 def _marker(storage: Any, run_id: str) -> tuple[Any, str] | None:

@@ -211,8 +211,9 @@ def run_driver(
         kept_ids = apply_journal(spec.experiment_path)
         if kept_ids:
             print(
-                f"[radas] {len(kept_ids)} trials completed after Tune last saved its state; "
-                "their recorded results are kept and they do not run again",
+                f"[radas] {len(kept_ids)} trial{'s' * (len(kept_ids) != 1)} completed after "
+                "Tune last saved its state; their recorded results are kept and they do not "
+                "run again",
                 flush=True,
             )
         tuner = tune.Tuner.restore(
@@ -348,10 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     ray.init()
-    # A cluster run: trials whose node is lost run again (LOST_TRIAL_RETRIES times at most).
-    from radas_flows._lost_trials import LOST_TRIAL_RETRIES
+    # A cluster run: trials whose node is lost run again (RADAS_LOST_TRIAL_RETRIES, default 2).
+    from radas_flows._lost_trials import retries_from_env
 
-    results = run_driver(spec, print_progress=True, lost_trial_retries=LOST_TRIAL_RETRIES)
+    retries = retries_from_env(os.environ)
+    results = run_driver(spec, print_progress=True, lost_trial_retries=retries)
     print(f"[radas] finished: {len(results)} trials, {results.num_errors} errored", flush=True)
     return 0
 

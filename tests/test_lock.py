@@ -213,11 +213,7 @@ def test_two_users_run_the_same_experiment_name_at_once_without_a_clash(
                     user_name=user,
                     trainable=t.marked,
                     experiment_name="shared name",
-                    param_space={
-                        "a": tune.grid_search([0, 1]),
-                        "sleep": 2.0,
-                        "marks": str(folder),
-                    },
+                    param_space={"a": tune.grid_search([0]), "sleep": 3.0, "marks": str(folder)},
                     run_choice="run",
                     dos=["run"],
                 )
@@ -230,7 +226,7 @@ def test_two_users_run_the_same_experiment_name_at_once_without_a_clash(
     ann, ben = asyncio.run(both())  # neither waits for the other nor is refused
     for result, user in ((ann, "ann"), (ben, "ben")):
         tuner = result["tuner"]
-        assert sorted(o["config"]["a"] for o in tuner.trial_outcomes()) == [0, 1]
+        assert [o["config"]["a"] for o in tuner.trial_outcomes()] == [0]
         assert {o["status"] for o in tuner.trial_outcomes()} == {"TERMINATED"}
         assert Path(tuner.experiment_path).parent == results_root / user  # its own folder
         assert {o["config"]["marks"] for o in tuner.trial_outcomes()} == {str(marks[user])}

@@ -8,18 +8,24 @@ from pathlib import Path
 import pytest
 from ray import tune
 
-from radas_flows._lost_trials import LOST_TRIAL_RETRIES, failure_config
+from radas_flows._lost_trials import LOST_TRIAL_RETRIES, failure_config, retries_from_env
 from radas_flows.driver import DriverSpec, run_driver
+from radas_flows.errors import RadasValueError
 from radas_flows.targets.local import ensure_local_ray
 from radas_flows.tuner import Tuner
 from tests.trainables_for_tests import lost_once_or_failing
 
 
 def test_a_user_failure_config_is_kept_and_the_default_retries_lost_trials() -> None:
-    mine = tune.FailureConfig(max_failures=0)
+    mine = tune.FailureConfig(max_failures=5)
     assert failure_config(mine, LOST_TRIAL_RETRIES) is mine
-    assert failure_config(None, LOST_TRIAL_RETRIES).max_failures == LOST_TRIAL_RETRIES
-    assert failure_config(None, 0) is None  # a local run: Tune's default
+    default = tune.RunConfig().failure_config  # what a RunConfig holds when given none
+    assert failure_config(default, LOST_TRIAL_RETRIES).max_failures == LOST_TRIAL_RETRIES
+    assert failure_config(default, 0) is default  # a local run: Tune's default
+    assert retries_from_env({}) == LOST_TRIAL_RETRIES
+    assert retries_from_env({"RADAS_LOST_TRIAL_RETRIES": "0"}) == 0
+    with pytest.raises(RadasValueError, match=r"RADAS_LOST_TRIAL_RETRIES='two' must be a whole"):
+        retries_from_env({"RADAS_LOST_TRIAL_RETRIES": "two"})
 
 
 def _sweep(tmp_path: Path, name: str, run_config: object = None) -> tuple[Tuner, Counter[int]]:
@@ -46,7 +52,9 @@ def test_a_lost_worker_runs_again_and_an_error_of_the_trial_does_not(tmp_path: P
     assert outcomes[0]["status"] == "TERMINATED" and ran[0] == 2  # lost once, then completed
     assert outcomes[1]["status"] == "ERROR" and ran[1] == 1  # its code failed: not run again
     assert "ValueError: the trial's own error for a=1" in outcomes[1]["error"]
-    # The user's FailureConfig is theirs: no retries means the lost trial stays lost.
-    tuner, ran = _sweep(tmp_path, "user", tune.RunConfig(failure_config=tune.FailureConfig()))
+    # The user's FailureConfig is used as Tune uses it: it retries the trial's own error too.
+    mine = tune.RunConfig(failure_config=tune.FailureConfig(max_failures=1))
+    tuner, ran = _sweep(tmp_path, "user", mine)
     outcomes = {o["config"]["a"]: o for o in tuner.trial_outcomes()}
-    assert outcomes[0]["status"] == "ERROR" and ran == Counter({0: 1, 1: 1})
+    assert outcomes[0]["status"] == "TERMINATED" and outcomes[1]["status"] == "ERROR"
+    assert ran == Counter({0: 2, 1: 2})

@@ -100,13 +100,17 @@ def marked(config: dict[str, Any]) -> dict[str, Any]:
     """Leave a ``start-<a>-...`` marker in config['marks'], sleep, then append to ``done-<a>``.
 
     Each execution of a config leaves one start marker, so the markers count how often each
-    config ran; a done marker says it finished.
+    config ran; a done marker says it finished. While a ``hold`` file is in the folder, no
+    trial finishes.
     """
     marks = config["marks"]
     a = config["a"]
     with open(os.path.join(marks, f"start-{a}-{os.getpid()}-{time.time_ns()}"), "w"):
         pass
     time.sleep(config.get("sleep", 1.0))
+    held_until = time.time() + 600
+    while os.path.exists(os.path.join(marks, "hold")) and time.time() < held_until:
+        time.sleep(0.1)  # a test holds the sweep until it has checked what it runs beside
     with open(os.path.join(marks, f"done-{a}"), "a") as f:
         f.write(f"{time.time()}\n")
     return {"score": a}

@@ -38,6 +38,6 @@ def test_restore_after_the_flow_process_is_killed_on_a_real_server(
     assert re.search(released, output), output
     assert printed(output, "STATES") == ["COMPLETED", "CRASHED"]  # the killed run says so
     assert_each_completed_once(output, marks, finished)
-    kept = f"[radas] {len(finished - saved)} trials completed after Tune last saved its state"
-    assert kept in output, output[-4000:]
+    kept = len(finished - saved)
+    assert f"[radas] {kept} trial{'s' * (kept != 1)} completed after Tune last saved" in output
     assert_no_lock_left(output)
