@@ -126,8 +126,12 @@ def stop_head(head: RayHead) -> float:
     return time.monotonic() - start
 
 
-def start_head(num_cpus: int = 2, num_gpus: int = 2) -> RayHead:
-    """Start `ray start --head` on 127.0.0.1 with a private temp dir, token and ports."""
+def start_head(num_cpus: int = 2, num_gpus: int = 2, node_ip: str = "127.0.0.1") -> RayHead:
+    """Start `ray start --head` on loopback with a private temp dir, token and ports.
+
+    ``node_ip`` is where its GCS and raylet listen (the dashboard is on 127.0.0.1): a head
+    that worker nodes join uses another loopback address (see :func:`start_worker`).
+    """
     # A short path: Ray's Unix sockets live under the temp dir and paths are limited to 107 bytes.
     temp_dir = Path(tempfile.mkdtemp(prefix="rdsray-", dir="/tmp"))
     token_file = temp_dir / "auth_token"
@@ -170,7 +174,7 @@ def start_head(num_cpus: int = 2, num_gpus: int = 2) -> RayHead:
         str(Path(sys.executable).parent / "ray"),
         "start",
         "--head",
-        "--node-ip-address=127.0.0.1",
+        f"--node-ip-address={node_ip}",
         "--dashboard-host=127.0.0.1",
         f"--num-cpus={num_cpus}",
         f"--num-gpus={num_gpus}",
@@ -192,7 +196,7 @@ def start_head(num_cpus: int = 2, num_gpus: int = 2) -> RayHead:
     head = RayHead(
         temp_dir=temp_dir,
         dashboard_url=f"http://127.0.0.1:{ports['dashboard-port']}",
-        gcs_address=f"127.0.0.1:{ports['port']}",
+        gcs_address=f"{node_ip}:{ports['port']}",
         token_file=token_file,
         registry=temp_dir / "clusters.toml",
         offline_url=f"http://127.0.0.1:{free_port()}",
@@ -232,6 +236,10 @@ hint = "nothing listens at this address"
 
 #: Set in a joined worker node's environment only, so its processes can be told apart.
 WORKER_ENV = "RADAS_TEST_RAY_WORKER"
+#: Loopback addresses of a head that worker nodes join, and of its worker node (not
+#: 127.0.0.1, which Ray's multi-node mode replaces by the machine's address).
+JOINABLE_HEAD_IP = "127.0.0.2"
+WORKER_IP = "127.0.0.3"
 
 
 @dataclass(frozen=True)
@@ -282,9 +290,10 @@ def _environ(proc: psutil.Process) -> dict[str, str]:
 
 
 def start_worker(head: RayHead, num_cpus: int, name: str = "worker") -> RayWorker:
-    """Join a worker node (`ray start --address=...`) on 127.0.0.1 to ``head``, token auth on.
+    """Join a worker node (`ray start --address=...`) on loopback to ``head``, token auth on.
 
-    Its processes carry the head's marker too, so :func:`stop_head` stops them as well.
+    ``head`` must have been started with ``node_ip=JOINABLE_HEAD_IP``. Its processes carry
+    the head's marker too, so :func:`stop_head` stops them as well.
     """
     env = dict(os.environ)
     for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN"):
@@ -293,7 +302,9 @@ def start_worker(head: RayHead, num_cpus: int, name: str = "worker") -> RayWorke
         {
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN_PATH": str(head.token_file),
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            # `ray start --address` refuses to join unless multi-node mode is on; with it, Ray
+            # replaces 127.0.0.1 by the machine's address, but not other loopback addresses.
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
             "RAY_USAGE_STATS_ENABLED": "0",
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
             MARKER_ENV: str(head.temp_dir),
@@ -312,7 +323,7 @@ def start_worker(head: RayHead, num_cpus: int, name: str = "worker") -> RayWorke
         str(Path(sys.executable).parent / "ray"),
         "start",
         f"--address={head.gcs_address}",
-        "--node-ip-address=127.0.0.1",
+        f"--node-ip-address={WORKER_IP}",
         f"--num-cpus={num_cpus}",
         "--num-gpus=0",
         "--object-store-memory=100000000",
@@ -325,5 +336,7 @@ def start_worker(head: RayHead, num_cpus: int, name: str = "worker") -> RayWorke
     worker = RayWorker(head, name)
     if proc.returncode != 0:
         worker.stop()
-        raise RuntimeError(f"`ray start --address` failed ({proc.returncode}):\n{proc.stdout}")
+        raise RuntimeError(
+            f"`ray start --address` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     return worker

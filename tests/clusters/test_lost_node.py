@@ -16,6 +16,7 @@ from ray import tune
 from radas_flows import run_experiment
 from tests.clusters.helpers import import_source
 from tests.clusters.loopback_ray import (
+    JOINABLE_HEAD_IP,
     WORKER_ENV,
     RayWorker,
     start_head,
@@ -46,7 +47,7 @@ def marked(config):
 @pytest.fixture
 def two_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[RayWorker]:
     """A dedicated loopback head (1 CPU) with a joined worker node (2 CPUs), stopped after."""
-    head = start_head(num_cpus=1, num_gpus=0)
+    head = start_head(num_cpus=1, num_gpus=0, node_ip=JOINABLE_HEAD_IP)
     try:
         worker = start_worker(head, num_cpus=2)
         deadline = time.monotonic() + 120
