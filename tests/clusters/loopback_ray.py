@@ -248,6 +248,7 @@ class RayWorker:
 
     head: RayHead
     name: str
+    temp_dir: Path  # its own: two nodes of one machine must not share their session files
 
     def processes(self) -> list[psutil.Process]:
         """This node's processes: its raylet and everything under it (workers, trial actors)."""
@@ -269,6 +270,11 @@ class RayWorker:
                 proc.kill()
         psutil.wait_procs(alive, timeout=3)
         return len(procs)
+
+    def remove(self) -> None:
+        """Stop the node and delete its temp dir."""
+        self.stop()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def cpus_total(self) -> float:
         """The CPUs the head's dashboard reports for the whole cluster (0 when unknown)."""
@@ -295,6 +301,7 @@ def start_worker(head: RayHead, num_cpus: int, name: str = "worker") -> RayWorke
     ``head`` must have been started with ``node_ip=JOINABLE_HEAD_IP``. Its processes carry
     the head's marker too, so :func:`stop_head` stops them as well.
     """
+    temp_dir = Path(tempfile.mkdtemp(prefix="rdswrk-", dir="/tmp"))
     env = dict(os.environ)
     for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN"):
         env.pop(key, None)
@@ -328,14 +335,19 @@ def start_worker(head: RayHead, num_cpus: int, name: str = "worker") -> RayWorke
         "--num-gpus=0",
         "--object-store-memory=100000000",
         "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
         *(f"--{port}={free_port()}" for port in ports),
     ]
-    proc = subprocess.run(
-        cmd, env=env, capture_output=True, text=True, timeout=180, start_new_session=True
-    )
-    worker = RayWorker(head, name)
+    worker = RayWorker(head, name, temp_dir)
+    try:
+        proc = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=180, start_new_session=True
+        )
+    except BaseException:
+        worker.remove()
+        raise
     if proc.returncode != 0:
-        worker.stop()
+        worker.remove()
         raise RuntimeError(
             f"`ray start --address` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
         )

@@ -48,6 +48,7 @@ def marked(config):
 def two_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[RayWorker]:
     """A dedicated loopback head (1 CPU) with a joined worker node (2 CPUs), stopped after."""
     head = start_head(num_cpus=1, num_gpus=0, node_ip=JOINABLE_HEAD_IP)
+    worker = None
     try:
         worker = start_worker(head, num_cpus=2)
         deadline = time.monotonic() + 120
@@ -58,7 +59,9 @@ def two_nodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[RayWorker]:
         yield worker
     finally:
         stop_head(head)  # every process of both nodes, by PID
-    assert not worker.processes()
+        if worker is not None:
+            worker.remove()
+    assert worker is not None and not worker.processes()
 
 
 def _on_worker(pid: int) -> bool:
