@@ -210,22 +210,44 @@ def write_completed_ids(experiment: Storage, trial_ids: Iterable[str]) -> None:
     experiment.child(COMPLETED_FILE).write_text(json.dumps(sorted(set(trial_ids))))
 
 
-def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
+def run_driver(
+    spec: DriverSpec, *, print_progress: bool = False, lost_trial_retries: int = 0
+) -> Any:
     """Run (or restore) the experiment to its end and return Tune's ``ResultGrid``.
 
-    Ray must already be initialized (a local Ray, or the cluster a job runs on).
+    Ray must already be initialized (a local Ray, or the cluster a job runs on). With
+    ``lost_trial_retries`` and no ``FailureConfig`` of the user's, a trial whose worker was
+    lost (its node stopped) runs again up to that many times; one whose code raised does not
+    (see :mod:`radas_flows._lost_trials`).
     """
     from ray import tune
 
+    from radas_flows._lost_trials import fail_once, failure_config
+
     trainable = resolve_trainable(spec.trainable)
-    with_resources = _with_trial_resources(_with_secrets(trainable, spec.secrets), spec.resources)
+    user_run_config = spec.tuner_init_kwargs.get("run_config") or tune.RunConfig()
+    failures = failure_config(user_run_config.failure_config, lost_trial_retries)
+    runnable = _with_secrets(trainable, spec.secrets)
+    if failures is not user_run_config.failure_config:  # radas' default: retry lost trials only
+        runnable = fail_once(runnable, spec.run_id)
+    with_resources = _with_trial_resources(runnable, spec.resources)
     tune_config = build_tune_config(spec, trainable)
     total = expected_trial_count(spec.param_space, tune_config.num_samples)
+    from radas_flows._completion_journal import CompletionJournal, apply_journal
     from radas_flows._tune_callbacks import ProgressCallback
 
     progress = ProgressCallback(spec.run_id, total, print_lines=print_progress)
-    callbacks = [progress]
+    callbacks = [progress, CompletionJournal()]
     if spec.mode == "restore":
+        # Trials that completed after Tune's last saved state are kept, not run again.
+        kept_ids = apply_journal(spec.experiment_path)
+        if kept_ids:
+            print(
+                f"[radas] {len(kept_ids)} trial{'s' * (len(kept_ids) != 1)} completed after "
+                "Tune last saved its state; their recorded results are kept and they do not "
+                "run again",
+                flush=True,
+            )
         tuner = tune.Tuner.restore(
             spec.experiment_path,
             trainable=with_resources,
@@ -235,8 +257,11 @@ def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
         )
         # A restored experiment keeps its stored run config; report progress under this run.
         run_config = tuner._local_tuner.get_run_config()  # type: ignore[union-attr]
-        kept = [c for c in run_config.callbacks or [] if not isinstance(c, ProgressCallback)]
+        ours = (ProgressCallback, CompletionJournal)
+        kept = [c for c in run_config.callbacks or [] if not isinstance(c, ours)]
         run_config.callbacks = [*kept, *callbacks]
+        if failures is not None:
+            run_config.failure_config = failures
     else:
         Storage(spec.experiment_path).remove()
         if spec.origin is not None:
@@ -247,7 +272,9 @@ def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
             with_resources,
             param_space=spec.param_space,
             tune_config=tune_config,
-            run_config=build_run_config(spec, callbacks),
+            run_config=dataclasses.replace(
+                build_run_config(spec, callbacks), failure_config=failures
+            ),
         )
     try:
         return tuner.fit()
@@ -364,7 +391,11 @@ def main(argv: list[str] | None = None) -> int:
 
         path = heartbeat_path(spec.storage_path, spec.run_id)
         watch = Watch(path, spec.follower_timeout_s).start()
-    results = run_driver(spec, print_progress=True)
+    # A cluster run: trials whose node is lost run again (RADAS_LOST_TRIAL_RETRIES, default 2).
+    from radas_flows._lost_trials import retries_from_env
+
+    retries = retries_from_env(os.environ)
+    results = run_driver(spec, print_progress=True, lost_trial_retries=retries)
     print(f"[radas] finished: {len(results)} trials, {results.num_errors} errored", flush=True)
     if watch is not None:
         watch.stop()

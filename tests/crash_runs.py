@@ -31,6 +31,10 @@ DRIVER = textwrap.dedent(f"""
         run_choice=choice, dos=["run"]))
     configs = sorted(r.config["a"] for r in result["tuner"].get_results())
     print("CONFIGS", json.dumps(configs), flush=True)
+    df = result["tuner"].get_dataframe()
+    rows = sorted([int(a), int(pid), int(s)] for a, pid, s in
+                  zip(df["config/a"], df["pid"], df["score"]))
+    print("ROWS", json.dumps(rows), flush=True)
 
     from prefect.client.orchestration import get_client
     with get_client(sync_client=True) as client:
@@ -125,28 +129,71 @@ def snapshotted(tmp_path: Path) -> set[int]:
     return {int(t["config"]["a"]) for t in recorded if t["status"] == "TERMINATED"}
 
 
-def kill_after_some_trials(tmp_path: Path, marks: Path, api_url: str | None = None) -> set[int]:
-    """Run the sweep; SIGKILL its process group once Tune has saved 2 finished trials.
+def journaled(tmp_path: Path) -> set[int]:
+    """The configs the driver recorded as completed (``radas_completed/<trial id>.json``)."""
+    configs = set()
+    for entry in (tmp_path / "results").glob("acc_user/*/radas_completed/*.json"):
+        try:
+            state = json.loads(json.loads(entry.read_text())["state"])
+        except (OSError, ValueError):
+            continue  # being written
+        configs.add(int(state["config"]["a"]))
+    return configs
 
-    Returns the configs Tune's saved state records as finished at the kill. Tune saves its
-    experiment state now and then (every 10 s or more, ``TUNE_GLOBAL_CHECKPOINT_S=auto``):
-    a trial that finished after the last save is not known to be finished and runs again.
+
+def kill_after_some_trials(
+    tmp_path: Path, marks: Path, api_url: str | None = None
+) -> tuple[set[int], set[int]]:
+    """Run the sweep; SIGKILL its process group after trials completed since Tune's last save.
+
+    Tune saves its experiment state now and then (``TUNE_GLOBAL_CHECKPOINT_S``; in its
+    ``auto`` mode every 10 s or more, longer on a loaded machine): here every 4 s, so the
+    moment is the same on any machine. The kill comes once Tune's saved state holds 2
+    finished trials and the driver has recorded at least one more as completed since.
+
+    Returns (configs Tune's saved state records as finished, configs the driver recorded
+    as completed), both read after the kill.
     """
-    first = start(tmp_path, "run", marks, 3.0, "first.log", api_url)
+    first = start(tmp_path, "run", marks, 3.0, "first.log", api_url, TUNE_GLOBAL_CHECKPOINT_S="4")
     try:
         deadline = time.time() + 300
         while time.time() < deadline and first.poll() is None:
-            if len(snapshotted(tmp_path)) >= 2:
+            saved = snapshotted(tmp_path)
+            if len(saved) >= 2 and journaled(tmp_path) - saved:
                 break
-            time.sleep(0.1)
+            time.sleep(0.05)
         assert first.poll() is None, "the sweep ended before it could be killed"
     finally:
         os.killpg(first.pid, signal.SIGKILL)  # the driver, its Ray and its Prefect server
         first.wait()
-    recorded = snapshotted(tmp_path)
-    assert len(recorded) >= 2, (tmp_path / "first.log").read_text()[-4000:]
-    assert len(done(marks)) < TRIALS
-    return recorded
+    saved, recorded = snapshotted(tmp_path), journaled(tmp_path)
+    assert len(saved) >= 2, (tmp_path / "first.log").read_text()[-4000:]
+    assert recorded - saved, "no trial completed after Tune's last save"
+    assert saved <= recorded <= done(marks) and len(recorded) < TRIALS
+    return saved, recorded
+
+
+def assert_each_completed_once(output: str, marks: Path, finished: set[int]) -> None:
+    """Every config completed; none recorded as completed before the kill ran again.
+
+    ``finished`` are the trials the driver had recorded as completed. (A trial killed after
+    its function returned but before the driver received its result has no result to keep:
+    it may run again.) Each config has one row, from the execution that completed it: for
+    a trial finished at the kill, its ``pid`` is the one in its only start marker.
+    """
+    assert printed(output, "CONFIGS") == list(range(TRIALS))
+    assert done(marks) == set(range(TRIALS))
+    ran = starts(marks)
+    assert {a: ran[a] for a in finished} == {a: 1 for a in finished}, ran  # none ran twice
+    rows = printed(output, "ROWS")
+    assert [row[0] for row in rows] == list(range(TRIALS)), rows  # one row per config
+    first_pid = {
+        int(p.name.split("-")[1]): int(p.name.split("-")[2])
+        for p in marks.glob("start-*")
+        if int(p.name.split("-")[1]) in finished
+    }
+    assert {a: pid for a, pid, _ in rows if a in finished} == first_pid
+    assert all(score == a for a, _, score in rows)
 
 
 def assert_no_lock_left(output: str) -> None:

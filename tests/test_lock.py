@@ -197,6 +197,50 @@ def test_twenty_experiments_in_a_row_leave_no_concurrency_limit(workdir: Path) -
     assert _limit_names() == before
 
 
+@pytest.mark.usefixtures("radas_env")
+def test_two_users_run_the_same_experiment_name_at_once_without_a_clash(
+    workdir: Path, results_root: Path
+) -> None:
+    from radas_flows import run_experiment
+    from tests import trainables_for_tests as t
+
+    marks = {user: workdir / user for user in ("ann", "ben")}
+
+    async def both() -> list[dict[str, Any]]:
+        return await asyncio.gather(
+            *(
+                run_experiment(
+                    user_name=user,
+                    trainable=t.marked,
+                    experiment_name="shared name",
+                    param_space={"a": tune.grid_search([0]), "sleep": 3.0, "marks": str(folder)},
+                    run_choice="run",
+                    dos=["run"],
+                )
+                for user, folder in marks.items()
+            )
+        )
+
+    for folder in marks.values():
+        folder.mkdir()
+    ann, ben = asyncio.run(both())  # neither waits for the other nor is refused
+    for result, user in ((ann, "ann"), (ben, "ben")):
+        tuner = result["tuner"]
+        assert [o["config"]["a"] for o in tuner.trial_outcomes()] == [0]
+        assert {o["status"] for o in tuner.trial_outcomes()} == {"TERMINATED"}
+        assert Path(tuner.experiment_path).parent == results_root / user  # its own folder
+        assert {o["config"]["marks"] for o in tuner.trial_outcomes()} == {str(marks[user])}
+    assert Path(ann["tuner"].experiment_path).is_dir()  # ben's run deleted nothing of ann's
+
+    def window(folder: Path) -> tuple[float, float]:
+        begun = [int(p.name.split("-")[3]) / 1e9 for p in folder.glob("start-*")]
+        ended = [float(x) for p in folder.glob("done-*") for x in p.read_text().split()]
+        return min(begun), max(ended)
+
+    (a0, a1), (b0, b1) = window(marks["ann"]), window(marks["ben"])
+    assert a0 < b1 and b0 < a1  # the two sweeps ran at the same time
+
+
 @pytest.mark.usefixtures("prefect_api")
 def test_a_slot_taken_just_now_with_no_holder_recorded_yet_blocks() -> None:
     from prefect.concurrency._sync import acquire_concurrency_slots_with_lease

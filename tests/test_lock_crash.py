@@ -13,9 +13,10 @@ import pytest
 
 from tests.crash_runs import (
     TRIALS,
+    assert_each_completed_once,
     assert_no_lock_left,
-    done,
     finish,
+    journaled,
     kill_after_some_trials,
     printed,
     start,
@@ -26,22 +27,16 @@ from tests.crash_runs import (
 @pytest.mark.slow
 def test_restore_after_the_process_group_is_killed_starts_at_once(tmp_path: Path) -> None:
     marks = tmp_path / "marks"
-    finished = kill_after_some_trials(tmp_path, marks)
-    done_at_kill = done(marks)
+    saved, finished = kill_after_some_trials(tmp_path, marks)
     output = finish(start(tmp_path, "restore", marks, 3.0, "restore.log"), tmp_path, "restore.log")
     assert "ExperimentBusyError" not in output
     released = r"Released the lock of experiment 'killme' .* has exited; its flow run is now marked"
     assert re.search(released, output), output[-4000:]
     assert printed(output, "STATES") == ["COMPLETED", "CRASHED"]  # the killed run says so
-    assert printed(output, "CONFIGS") == list(range(TRIALS))
-    assert done(marks) == set(range(TRIALS))
-    ran = starts(marks)
-    assert {a: ran[a] for a in finished} == {a: 1 for a in finished}  # none ran twice
-    again = sorted(a for a in done_at_kill - finished if ran[a] > 1)
-    print(
-        f"finished at the kill: {sorted(done_at_kill)}; saved by Tune: {sorted(finished)}; "
-        f"ran again: {again}"
-    )
+    assert_each_completed_once(output, marks, finished)
+    kept = len(finished - saved)
+    assert f"[radas] {kept} trial{'s' * (kept != 1)} completed after Tune last saved" in output
+    print(f"finished at the kill: {sorted(finished)}; saved by Tune: {sorted(saved)}")
     assert_no_lock_left(output)
 
 
@@ -52,15 +47,27 @@ def test_run_after_the_process_group_is_killed_replaces_the_experiment(tmp_path:
     output = finish(start(tmp_path, "run", again, 0.5, "run.log"), tmp_path, "run.log")
     assert "ExperimentBusyError" not in output
     assert "Released the lock of experiment 'killme'" in output
+    assert "after Tune last saved its state" not in output  # nothing of the old run is kept
     assert printed(output, "CONFIGS") == list(range(TRIALS))  # each config once
     assert starts(again) == Counter({a: 1 for a in range(TRIALS)})
+    # Every row comes from the new run's executions, and so does every completion record.
+    new_pids = {
+        int(p.name.split("-")[1]): int(p.name.split("-")[2])
+        for p in again.iterdir()
+        if p.name.startswith("start-")
+    }
+    assert {a: pid for a, pid, _ in printed(output, "ROWS")} == new_pids
+    assert len(printed(output, "ROWS")) == TRIALS
+    assert journaled(tmp_path) == set(range(TRIALS))
     assert_no_lock_left(output)
 
 
 @pytest.mark.slow
 def test_a_second_live_run_is_refused_or_waits(tmp_path: Path) -> None:
     first_marks, waiting_marks = tmp_path / "first", tmp_path / "waiting"
-    first = start(tmp_path, "run", first_marks, 5.0, "first.log")
+    first_marks.mkdir()
+    (first_marks / "hold").touch()  # the first run cannot end before the others are tried
+    first = start(tmp_path, "run", first_marks, 1.0, "first.log")
     try:
         deadline = time.time() + 300
         while not starts(first_marks) and time.time() < deadline and first.poll() is None:
@@ -80,6 +87,7 @@ def test_a_second_live_run_is_refused_or_waits(tmp_path: Path) -> None:
         )
         assert "in flow run 'killme' (id " in refused
         assert not list((tmp_path / "unused").iterdir())  # nothing of it ran
+        (first_marks / "hold").unlink()
         first_output = finish(first, tmp_path, "first.log")
         waiting_output = finish(waiting, tmp_path, "waiting.log")
     finally:

@@ -100,13 +100,33 @@ def marked(config: dict[str, Any]) -> dict[str, Any]:
     """Leave a ``start-<a>-...`` marker in config['marks'], sleep, then append to ``done-<a>``.
 
     Each execution of a config leaves one start marker, so the markers count how often each
-    config ran; a done marker says it finished.
+    config ran; a done marker says it finished. While a ``hold`` file is in the folder, no
+    trial finishes.
     """
     marks = config["marks"]
     a = config["a"]
     with open(os.path.join(marks, f"start-{a}-{os.getpid()}-{time.time_ns()}"), "w"):
         pass
     time.sleep(config.get("sleep", 1.0))
+    held_until = time.time() + 600
+    while os.path.exists(os.path.join(marks, "hold")) and time.time() < held_until:
+        time.sleep(0.1)  # a test holds the sweep until it has checked what it runs beside
     with open(os.path.join(marks, f"done-{a}"), "a") as f:
         f.write(f"{time.time()}\n")
+    return {"score": a}
+
+
+def lost_once_or_failing(config: dict[str, Any]) -> dict[str, Any]:
+    """Config ``a=0``: its worker process dies on the first execution (a lost worker), then it
+    completes. Any other ``a``: raises ``ValueError``. Each execution leaves a marker in
+    config['marks'].
+    """
+    marks, a = config["marks"], config["a"]
+    first = not any(name.startswith(f"start-{a}-") for name in os.listdir(marks))
+    with open(os.path.join(marks, f"start-{a}-{os.getpid()}-{time.time_ns()}"), "w"):
+        pass
+    if a != 0:
+        raise ValueError(f"the trial's own error for a={a}")
+    if first:
+        os._exit(1)  # the worker is gone, as on a node that stopped
     return {"score": a}

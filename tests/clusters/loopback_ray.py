@@ -126,8 +126,12 @@ def stop_head(head: RayHead) -> float:
     return time.monotonic() - start
 
 
-def start_head(num_cpus: int = 2, num_gpus: int = 2) -> RayHead:
-    """Start `ray start --head` on 127.0.0.1 with a private temp dir, token and ports."""
+def start_head(num_cpus: int = 2, num_gpus: int = 2, node_ip: str = "127.0.0.1") -> RayHead:
+    """Start `ray start --head` on loopback with a private temp dir, token and ports.
+
+    ``node_ip`` is where its GCS and raylet listen (the dashboard is on 127.0.0.1): a head
+    that worker nodes join uses another loopback address (see :func:`start_worker`).
+    """
     # A short path: Ray's Unix sockets live under the temp dir and paths are limited to 107 bytes.
     temp_dir = Path(tempfile.mkdtemp(prefix="rdsray-", dir="/tmp"))
     token_file = temp_dir / "auth_token"
@@ -170,7 +174,7 @@ def start_head(num_cpus: int = 2, num_gpus: int = 2) -> RayHead:
         str(Path(sys.executable).parent / "ray"),
         "start",
         "--head",
-        "--node-ip-address=127.0.0.1",
+        f"--node-ip-address={node_ip}",
         "--dashboard-host=127.0.0.1",
         f"--num-cpus={num_cpus}",
         f"--num-gpus={num_gpus}",
@@ -192,7 +196,7 @@ def start_head(num_cpus: int = 2, num_gpus: int = 2) -> RayHead:
     head = RayHead(
         temp_dir=temp_dir,
         dashboard_url=f"http://127.0.0.1:{ports['dashboard-port']}",
-        gcs_address=f"127.0.0.1:{ports['port']}",
+        gcs_address=f"{node_ip}:{ports['port']}",
         token_file=token_file,
         registry=temp_dir / "clusters.toml",
         offline_url=f"http://127.0.0.1:{free_port()}",
@@ -228,3 +232,123 @@ hint = "nothing listens at this address"
 """
     )
     return RayHead(**{**head.__dict__, "start_seconds": time.monotonic() - started})
+
+
+#: Set in a joined worker node's environment only, so its processes can be told apart.
+WORKER_ENV = "RADAS_TEST_RAY_WORKER"
+#: Loopback addresses of a head that worker nodes join, and of its worker node (not
+#: 127.0.0.1, which Ray's multi-node mode replaces by the machine's address).
+JOINABLE_HEAD_IP = "127.0.0.2"
+WORKER_IP = "127.0.0.3"
+
+
+@dataclass(frozen=True)
+class RayWorker:
+    """A worker node joined to a loopback head (its processes carry ``WORKER_ENV=name``)."""
+
+    head: RayHead
+    name: str
+    temp_dir: Path  # its own: two nodes of one machine must not share their session files
+
+    def processes(self) -> list[psutil.Process]:
+        """This node's processes: its raylet and everything under it (workers, trial actors)."""
+        return [
+            p
+            for p in _cluster_processes(str(self.head.temp_dir))
+            if _environ(p).get(WORKER_ENV) == self.name
+        ]
+
+    def stop(self) -> int:
+        """Stop this node's processes, as `ray stop` on that machine does; their count."""
+        procs = self.processes()
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.terminate()
+        _, alive = psutil.wait_procs(procs, timeout=5)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=3)
+        return len(procs)
+
+    def remove(self) -> None:
+        """Stop the node and delete its temp dir."""
+        self.stop()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def cpus_total(self) -> float:
+        """The CPUs the head's dashboard reports for the whole cluster (0 when unknown)."""
+        try:
+            code, body = _get(self.head.dashboard_url + "/api/cluster_status", self.head.token)
+            data = json.loads(body).get("data", {}) if code == 200 else {}
+        except (OSError, ValueError):
+            return 0.0
+        report = (data.get("clusterStatus") or {}).get("loadMetricsReport") or {}
+        usage = (report.get("usage") or {}).get("CPU") or [0, 0]
+        return float(usage[1])
+
+
+def _environ(proc: psutil.Process) -> dict[str, str]:
+    try:
+        return dict(proc.environ())
+    except (psutil.Error, OSError):
+        return {}
+
+
+def start_worker(head: RayHead, num_cpus: int, name: str = "worker") -> RayWorker:
+    """Join a worker node (`ray start --address=...`) on loopback to ``head``, token auth on.
+
+    ``head`` must have been started with ``node_ip=JOINABLE_HEAD_IP``. Its processes carry
+    the head's marker too, so :func:`stop_head` stops them as well.
+    """
+    temp_dir = Path(tempfile.mkdtemp(prefix="rdswrk-", dir="/tmp"))
+    env = dict(os.environ)
+    for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_TOKEN"):
+        env.pop(key, None)
+    env.update(
+        {
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(head.token_file),
+            # `ray start --address` refuses to join unless multi-node mode is on; with it, Ray
+            # replaces 127.0.0.1 by the machine's address, but not other loopback addresses.
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            MARKER_ENV: str(head.temp_dir),
+            WORKER_ENV: name,
+        }
+    )
+    ports = (
+        "node-manager-port",
+        "object-manager-port",
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "runtime-env-agent-port",
+        "metrics-export-port",
+    )
+    cmd = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        f"--address={head.gcs_address}",
+        f"--node-ip-address={WORKER_IP}",
+        f"--num-cpus={num_cpus}",
+        "--num-gpus=0",
+        "--object-store-memory=100000000",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+        *(f"--{port}={free_port()}" for port in ports),
+    ]
+    worker = RayWorker(head, name, temp_dir)
+    try:
+        proc = subprocess.run(
+            cmd, env=env, capture_output=True, text=True, timeout=180, start_new_session=True
+        )
+    except BaseException:
+        worker.remove()
+        raise
+    if proc.returncode != 0:
+        worker.remove()
+        raise RuntimeError(
+            f"`ray start --address` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
+    return worker
