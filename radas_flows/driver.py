@@ -44,6 +44,7 @@ class DriverSpec:
     # Values for a local run; for a cluster job only names of variables of its environment.
     secrets: TrialSecrets = field(default_factory=_no_secrets, repr=False)
     run_id: str = "run"  # key of this run's progress (local) or log marker lines (cluster job)
+    placement: str = ""  # where it runs ("local" or the cluster's name), for the records
 
     @property
     def experiment_path(self) -> str:
@@ -191,12 +192,21 @@ def run_driver(spec: DriverSpec, *, print_progress: bool = False) -> Any:
     total = expected_trial_count(spec.param_space, tune_config.num_samples)
     from radas_flows._tune_callbacks import ProgressCallback
 
-    progress = ProgressCallback(spec.run_id, total, print_lines=print_progress)
+    progress = ProgressCallback(
+        spec.run_id,
+        total,
+        print_lines=print_progress,
+        experiment_path=spec.experiment_path,
+        placement=spec.placement,
+    )
     callbacks = [progress]
     if spec.mode == "restore":
+        from radas_flows._done_trials import skip_done
+
+        resumed = skip_done(_with_secrets(trainable, spec.secrets), spec.experiment_path)
         tuner = tune.Tuner.restore(
             spec.experiment_path,
-            trainable=with_resources,
+            trainable=tune.with_resources(resumed, spec.resources),
             resume_unfinished=True,
             resume_errored=True,
             param_space=spec.param_space or None,

@@ -50,7 +50,9 @@ gpu_per_node = 8
 gpu_per_cpu = 0.125
 hint = "32G GRAM per GPU, the default choice"
 token_file = "~/.ray/atol_token"      # optional; or token_env = "VAR"
-results_root = "/mnt/data/nfs/ray-results"   # optional; shared folder or s3://bucket/prefix"""
+results_root = "/mnt/data/nfs/ray-results"   # optional; shared folder or s3://bucket/prefix
+gpu_memory_gb = 32                    # optional; matched by run_with="auto"
+default = true                        # optional; at most one cluster"""
 
 _RESERVED_NAMES = frozenset({"local"})
 
@@ -107,6 +109,8 @@ _OPTIONAL: dict[str, tuple[type, ...]] = {
     "token_file": (str,),
     "token_env": (str,),
     "results_root": (str,),
+    "gpu_memory_gb": (int, float),
+    "default": (bool,),
 }
 _TYPE_NAMES = {
     "address": 'a string such as "http://10.0.0.5:8265"',
@@ -117,6 +121,8 @@ _TYPE_NAMES = {
     "token_file": 'a string such as "~/.ray/my_token"',
     "token_env": 'a string such as "MY_CLUSTER_TOKEN"',
     "results_root": 'a string such as "/mnt/nfs/ray-results" or "s3://bucket/prefix"',
+    "gpu_memory_gb": "a number such as 32 (GB of memory of one GPU)",
+    "default": "true or false",
 }
 
 
@@ -170,7 +176,7 @@ def _validate_entry(name: str, table: Any, source: Path) -> tuple[ClusterConfig 
         if key not in table:
             continue
         value = table[key]
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             problems.append(
                 f"{where}: key {key!r} is {value!r} ({type(value).__name__}); it must be "
                 f"{_TYPE_NAMES[key]}."
@@ -204,6 +210,9 @@ def _validate_entry(name: str, table: Any, source: Path) -> tuple[ClusterConfig 
         problems.append(
             f"{where}: set only one of 'token_file' and 'token_env', not both; remove one."
         )
+    memory = table.get("gpu_memory_gb")
+    if memory is not None and not (math.isfinite(memory) and memory > 0):
+        problems.append(f"{where}: key 'gpu_memory_gb' = {memory} must be greater than 0.")
     if table.get("token_env", "x").strip() == "":
         problems.append(f"{where}: key 'token_env' is empty; name an environment variable.")
     if table.get("token_file", "x").strip() == "":
@@ -232,6 +241,8 @@ def _validate_entry(name: str, table: Any, source: Path) -> tuple[ClusterConfig 
             token_env=table.get("token_env", "").strip() or None,
             results_root=results_root,
             source=source,
+            gpu_memory_gb=float(memory) if memory is not None else None,
+            default=bool(table.get("default", False)),
         ),
         [],
     )
@@ -277,6 +288,8 @@ def load_registry(path: str | os.PathLike[str] | None = None) -> dict[str, Clust
         problems.extend(entry_problems)
         if config is not None:
             clusters[name] = config
+    if len(defaults := [name for name, config in clusters.items() if config.default]) > 1:
+        problems.append(f"{source}: {defaults} all say default = true; keep it on one of them.")
     if problems:
         raise RegistryError(
             f"Cluster registry {source} has {len(problems)} problem(s):\n- " + "\n- ".join(problems)

@@ -43,8 +43,9 @@ def driver_spec_for(
     gpus = gpu_share(cpu_per_trial, check.gpu_per_cpu)
     if gpus:
         resources["gpu"] = gpus
+    target = target or target_for(spec.target)
     return DriverSpec(
-        trainable=(target or target_for(spec.target)).driver_trainable(spec),
+        trainable=target.driver_trainable(spec),
         param_space=spec.param_space,
         tuner_init_kwargs=spec.tuner_init_kwargs,
         storage_path=user_results_path(spec.user_name, check.results_root),
@@ -53,6 +54,7 @@ def driver_spec_for(
         mode=mode,
         secrets=spec.secrets,
         run_id=uuid.uuid4().hex[:12],
+        placement=target.name,
     )
 
 

@@ -24,6 +24,14 @@ KEEP_JOB_ENV = "RADAS_KEEP_JOB_ON_EXIT"
 
 # Status and log calls survive about two minutes of cluster outage before the flow gives up.
 _ATTEMPTS, _BACKOFF, _MAX_BACKOFF = 10, 1.0, 20.0
+#: How many times a status or log call is tried before the cluster counts as lost (default 10).
+FOLLOW_ATTEMPTS_ENV = "RADAS_FOLLOW_ATTEMPTS"
+
+
+def follow_attempts() -> int:
+    """``RADAS_FOLLOW_ATTEMPTS``: calls before a cluster that does not answer counts as lost."""
+    raw = os.environ.get(FOLLOW_ATTEMPTS_ENV, "").strip()
+    return max(int(raw), 1) if raw.isdigit() else _ATTEMPTS
 
 
 @dataclass
@@ -86,7 +94,9 @@ def follow_job(
         )
 
     def retry(call: Any) -> Any:
-        return with_retries(call, _ATTEMPTS, _BACKOFF, max_backoff=_MAX_BACKOFF, on_retry=on_retry)
+        return with_retries(
+            call, follow_attempts(), _BACKOFF, max_backoff=_MAX_BACKOFF, on_retry=on_retry
+        )
 
     try:
         while True:

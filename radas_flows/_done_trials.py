@@ -1,0 +1,94 @@
+"""Completed trials, recorded as they complete, so that a resumed sweep never runs them again.
+
+Tune saves its experiment state only now and then: a sweep whose cluster died is restored with
+trials that had completed after the last save marked as unfinished, and Tune would run them
+again. The driver therefore records each completed trial's final metrics in
+``<experiment>/radas_done/<trial id>.json`` at once; a restored sweep gives such a trial those
+metrics back instead of calling the trainable again.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from typing import Any
+
+from radas_flows.storage import Storage
+
+__all__ = ["DONE_DIR", "read_done", "record_done", "skip_done"]
+
+DONE_DIR = "radas_done"
+
+
+def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
+    from radas_flows.tuner import is_bookkeeping_column
+
+    kept: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if key == "config" or is_bookkeeping_column(key):
+            continue
+        finite = isinstance(value, float) and math.isfinite(value)
+        if finite or value is None or isinstance(value, bool | int | str):
+            kept[key] = value
+    return kept
+
+
+def record_done(
+    experiment_path: str, trial: Any, placement: str = "", resources: dict[str, float] | None = None
+) -> None:
+    """Record that ``trial`` completed: its last metrics, where, how long, with what."""
+    result = dict(trial.last_result or {})
+    try:
+        required = dict(trial.placement_group_factory.required_resources)
+    except Exception:  # a trial without a stored resource request
+        required = {k.upper(): v for k, v in (resources or {}).items()}
+    record = {
+        "trial_id": trial.trial_id,
+        "metrics": _plain(result),
+        "cluster": placement or None,
+        "seconds": float(result.get("time_total_s") or 0.0),
+        "cpu": float(required.get("CPU") or 0.0),
+        "gpu": float(required.get("GPU") or 0.0),
+    }
+    done = Storage(experiment_path).child(DONE_DIR).child(f"{trial.trial_id}.json")
+    done.write_text(json.dumps(record))
+
+
+def read_done(experiment_path: str, trial_id: str) -> dict[str, Any] | None:
+    """The metrics a completed trial recorded, or None when it did not complete."""
+    text = Storage(experiment_path).child(DONE_DIR).child(f"{trial_id}.json").read_text()
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("trial_id") != trial_id:
+        return None
+    metrics = data.get("metrics")
+    return _plain(metrics) if isinstance(metrics, dict) else None
+
+
+def skip_done(trainable: Any, experiment_path: str) -> Any:
+    """Wrap a function trainable: a trial that completed before returns its recorded metrics.
+
+    Class trainables are returned unchanged.
+    """
+    import inspect
+
+    if inspect.isclass(trainable):
+        return trainable
+
+    @functools.wraps(trainable)
+    def resumed(config: dict[str, Any]) -> Any:
+        from ray import tune
+
+        trial_id = tune.get_context().get_trial_id()
+        metrics = read_done(experiment_path, trial_id) if trial_id else None
+        if metrics is not None:
+            print(f"[radas] trial {trial_id} completed before the sweep resumed; not run again")
+            return metrics
+        return trainable(config)
+
+    return resumed
