@@ -52,7 +52,8 @@ def record_done(
         "gpu": float(required.get("GPU") or 0.0),
     }
     done = Storage(experiment_path).child(DONE_DIR).child(f"{trial.trial_id}.json")
-    done.write_text(json.dumps(record))
+    if done.read_text() is None:  # a trial given back its metrics keeps its first record
+        done.write_text(json.dumps(record))
 
 
 def read_done(experiment_path: str, trial_id: str) -> dict[str, Any] | None:

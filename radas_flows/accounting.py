@@ -1,7 +1,8 @@
 """Accounting: the CPU-hours and GPU-hours a sweep used, per cluster, from its trials' durations.
 
 Each execution of a trial (the sweep's own, and each out-of-memory re-run) counts its duration
-(Tune's ``time_total_s`` of its last result) times the CPUs and the GPU share it had. An
+(Tune's ``time_total_s`` of its last result) times the CPUs and GPUs it had (its stored
+resource request; a restored trial keeps the resources it was created with). An
 execution that reported nothing counts 0 s: its duration is not known. Executions that ran out
 of memory are summed apart, so the report can say what share went to them. A trial that
 completed on a cluster the sweep later moved away from counts there (its record in
@@ -83,9 +84,20 @@ def sweep_usage(
             cpu, gpu = float(record.get("cpu") or cpu), float(record.get("gpu") or 0.0)
         else:
             where, seconds = cluster, execution_seconds(trial)
-            gpu = gpu_share(cpu, gpu_per_cpu.get(cluster, 0.0)) if cpu > 0 else 0.0
+            gpu = _trial_gpus(trial)
+            if gpu is None:
+                gpu = gpu_share(cpu, gpu_per_cpu.get(cluster, 0.0)) if cpu > 0 else 0.0
         usage.setdefault(where, Usage(where)).add(seconds, cpu, gpu, oom=outcome == "oom")
     return list(usage.values())
+
+
+def _trial_gpus(trial: Any) -> float | None:
+    """The GPUs a Tune trial was given (its stored resource request), or None when unknown."""
+    try:
+        required = trial.placement_group_factory.required_resources
+    except Exception:
+        return None
+    return float(required.get("GPU", 0.0))
 
 
 def sum_usage(groups: Iterable[Iterable[Mapping[str, Any]]]) -> list[Usage]:
