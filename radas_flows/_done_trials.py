@@ -21,12 +21,16 @@ __all__ = ["DONE_DIR", "read_done", "record_done", "skip_done"]
 DONE_DIR = "radas_done"
 
 
+#: Keys Tune fills in itself (besides ray.tune.result.AUTO_RESULT_KEYS): never given back.
+_TUNE_KEYS = frozenset({"done", "trial_id", "experiment_tag", "should_checkpoint"})
+
+
 def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
-    from radas_flows.tuner import is_bookkeeping_column
+    from ray.tune.result import AUTO_RESULT_KEYS
 
     kept: dict[str, Any] = {}
     for key, value in metrics.items():
-        if key == "config" or is_bookkeeping_column(key):
+        if key in AUTO_RESULT_KEYS or key in _TUNE_KEYS:
             continue
         finite = isinstance(value, float) and math.isfinite(value)
         if finite or value is None or isinstance(value, bool | int | str):

@@ -84,8 +84,10 @@ def sweep_usage(
             cpu, gpu = float(record.get("cpu") or cpu), float(record.get("gpu") or 0.0)
         else:
             where, seconds = cluster, execution_seconds(trial)
-            gpu = _trial_gpus(trial)
-            if gpu is None:
+            stored = _trial_gpus(trial)
+            if stored is not None:
+                gpu = stored
+            else:
                 gpu = gpu_share(cpu, gpu_per_cpu.get(cluster, 0.0)) if cpu > 0 else 0.0
         usage.setdefault(where, Usage(where)).add(seconds, cpu, gpu, oom=outcome == "oom")
     return list(usage.values())

@@ -89,7 +89,7 @@ def parse_run_with(run_with: object) -> RunTarget:
     Example:
         >>> parse_run_with("cluster:atol-gpu-5090")
         RunTarget(kind='cluster', cluster='atol-gpu-5090', candidates=())
-        >>> str(parse_run_with("auto:gpu-a, local"))
+        >>> str(parse_run_with("auto:gpu-a,local"))
         'auto:gpu-a,local'
     """
     if run_with == "local":
@@ -97,7 +97,7 @@ def parse_run_with(run_with: object) -> RunTarget:
     if run_with == "auto":
         return RunTarget("auto")
     if isinstance(run_with, str) and run_with.startswith("auto:"):
-        names = tuple(n.strip() for n in run_with[len("auto:") :].split(","))
+        names = tuple(run_with[len("auto:") :].split(","))
         bad = [n for n in names if not is_cluster_name(n)]
         if bad or len(set(names)) != len(names):
             raise RadasValueError(
@@ -111,9 +111,9 @@ def parse_run_with(run_with: object) -> RunTarget:
         if is_cluster_name(name):
             return RunTarget("cluster", name)
     raise RadasValueError(
-        f"run_with={run_with!r} is not valid: use 'local', 'cluster:<name>' with a cluster "
-        "name from the registry (see `radas clusters` or get_cluster_availability()), 'auto' "
-        "(the cluster that fits best now) or 'auto:<name>,<name>' (chosen among those)."
+        f"run_with={run_with!r} is not valid: use 'local' or 'cluster:<name>' with a cluster "
+        "name from the registry (see `radas clusters` or get_cluster_availability()), or "
+        "'auto' (the cluster that fits best now) or 'auto:<name>,<name>' (chosen among those)."
     )
 
 
