@@ -126,6 +126,12 @@ class AutoTarget:
 
         clusters = load_registry()
         names = list(self.candidates) or list(clusters)
+        if not names:
+            raise ClusterUnavailableError(
+                "run_with='auto' has no candidates: no cluster registry names a cluster (looked "
+                "in $RADAS_CLUSTERS_FILE, ./radas_clusters.toml, ~/.config/radas/clusters.toml). "
+                "Add clusters there, or use run_with='local'."
+            )
         unknown = [n for n in names if n != LOCAL and n not in clusters]
         if unknown:
             known = ", ".join(repr(n) for n in clusters) or "none"

@@ -481,3 +481,10 @@ def test_a_sweep_moves_off_a_killed_cluster_and_no_completed_trial_runs_twice(
     assert usage["cpu-a"]["gpu_hours"] == 0
     # Restored trials keep the resources they were created with: no GPU for those of cpu-a.
     assert usage["gpu-b"]["gpu_hours"] <= usage["gpu-b"]["cpu_hours"]
+
+
+def test_auto_without_any_registered_cluster_says_so(
+    no_registry: Path, project: ModuleType, workdir: Path
+) -> None:
+    with pytest.raises(ClusterUnavailableError, match="no cluster registry names a cluster"):
+        decide(project, workdir, "auto")

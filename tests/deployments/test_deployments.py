@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from radas_flows._artifacts import artifact_key
-from tests.deployments.conftest import Server, create_run, wait_final
+from tests.deployments.conftest import Server, create_run, tail, wait_final
 
 pytestmark = pytest.mark.slow
 
@@ -176,7 +176,10 @@ def test_nightly_suite_runs_each_preset_as_a_dated_child_run(deployed: Server) -
     presets = ["tests/deployments/presets/tiny_a.json", "tests/deployments/presets/tiny_b.json"]
     suite = create_run(deployed, "radas-nightly/nightly", {"presets": presets})
     final = wait_final(deployed, suite["id"], timeout=300)
-    assert final["state"]["type"] == "COMPLETED", final["state"]
+    assert final["state"]["type"] == "COMPLETED", (
+        final["state"].get("message"),
+        tail(deployed.home / "worker.log", 60),
+    )
     night = datetime.fromisoformat(final["expected_start_time"]).astimezone(
         ZoneInfo("Europe/Paris")
     )
