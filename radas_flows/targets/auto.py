@@ -277,19 +277,23 @@ class AutoTarget:
     def submit(
         self, spec: ExperimentSpec, driver_spec: DriverSpec, *, submit_key: str | None
     ) -> RunHandle:
-        raise RadasValueError(
-            "run_with='auto' is placed by its check: submit the spec the check placed "
-            "(radas_flows.stages.placement.placed_spec)."
-        )
+        raise _not_placed()
 
     def attach(self, spec: ExperimentSpec, check: TargetCheck, logger: Any) -> RunHandle | None:
-        return self.submit(spec, None, submit_key=None)  # type: ignore[arg-type]
+        raise _not_placed()
 
     def follow(self, spec: ExperimentSpec, handle: RunHandle, progress: Progress) -> Tuner:
         return _placed_target(handle).follow(spec, handle, progress)
 
     def stop(self, handle: RunHandle, logger: Any, reason: BaseException) -> None:
         _placed_target(handle).stop(handle, logger, reason)
+
+
+def _not_placed() -> RadasValueError:
+    return RadasValueError(
+        "run_with='auto' is placed by its check: run the spec its check placed "
+        "(radas_flows.stages.placement.placed_spec), not the auto target itself."
+    )
 
 
 def _placed_target(handle: RunHandle) -> Any:
