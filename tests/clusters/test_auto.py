@@ -139,6 +139,23 @@ def chosen(check: TargetCheck) -> str:
     return str(row["cluster"])
 
 
+def wait_idle(*heads: RayHead, timeout: float = 120) -> None:
+    """Wait until every CPU and GPU of the heads is free (jobs of earlier tests ended)."""
+    from radas_flows.clusters.availability import parse_cluster_status
+    from tests.clusters.loopback_ray import _get
+
+    for head in heads:
+        deadline = time.monotonic() + timeout
+        while True:
+            code, body = _get(head.dashboard_url + "/api/cluster_status", head.token)
+            found = parse_cluster_status(json.loads(body)) if code == 200 else None
+            idle = found and found["cpus_free"] == found["cpus_total"]
+            if idle and found["gpus_free"] == found["gpus_total"]:  # type: ignore[index]
+                break
+            assert time.monotonic() < deadline, f"{head.dashboard_url} stayed busy: {found}"
+            time.sleep(0.5)
+
+
 def markers_by_config(folder: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
     for marker in folder.iterdir():
@@ -231,6 +248,7 @@ def test_auto_run_records_the_decision_and_the_cpu_and_gpu_hours(
 ) -> None:
     smtp_env(smtp_server)
     registry(entry("down", None), entry("gpu-b", heads["gpu"]), entry("cpu-a", heads["cpu"]))
+    wait_idle(heads["gpu"], heads["cpu"])
     results = asyncio.run(
         run_experiment(
             user_name=USER,
@@ -291,6 +309,7 @@ def test_a_jobs_api_that_drops_every_submission_fails_over(
 ) -> None:
     proxy.rules.append(Rule("POST", "/api/jobs/", "drop_request", times=100))
     registry(entry("flaky-a", heads["cpu"], address=proxy.url), entry("gpu-b", heads["gpu"]))
+    wait_idle(heads["gpu"], heads["cpu"])
     results = asyncio.run(
         run_experiment(
             user_name=USER,
@@ -323,6 +342,7 @@ def test_a_head_gone_between_check_and_submission_fails_over(
     # The chosen head is reached through the proxy; closing it after the check leaves its
     # address refusing connections, as a stopped head's does.
     registry(entry("gone-a", heads["cpu"], address=proxy.url), entry("gpu-b", heads["gpu"]))
+    wait_idle(heads["gpu"], heads["cpu"])
     spec = build_spec(
         user_name=USER,
         trainable=project.timed,
@@ -400,6 +420,7 @@ def test_a_lost_cluster_without_a_shared_results_root_cannot_move(
         entry("far-b", heads["gpu"], address=proxy.url, results_root=str(root)),
         entry("cpu-a", heads["cpu"], results_root=str(tmp_path / "root-a")),
     )
+    wait_idle(heads["gpu"], heads["cpu"])  # a tie in trials startable now: far-b is first
     # Losing the proxy loses the cluster as the flow sees it (its job runs on, and ends).
     killer = _when_done(root / USER, 1, proxy.close)
     with pytest.raises(ClusterLostError) as raised:
@@ -441,6 +462,7 @@ def test_a_sweep_moves_off_a_killed_cluster_and_no_completed_trial_runs_twice(
         entry("gpu-b", heads["gpu"], results_root=str(shared)),
     )
     markers = workdir / "m"
+    wait_idle(heads["gpu"], heads["cpu"])  # a tie in trials startable now: the default wins
     killer = _when_done(shared / USER, 2, lambda: print(f"killed in {stop_head(heads['cpu'])} s"))
     results = asyncio.run(
         run_experiment(
