@@ -164,6 +164,9 @@ def suite_experiment(deployment: str, params: dict[str, Any]) -> dict[str, Any]:
         "flow_run_id": str(child.id),
         "state": state.type.value if state else "UNKNOWN",
         "best": None,
+        "usage": _artifact_rows(
+            artifact_key("usage", params["user_name"], params["experiment_name"])
+        ),
     }
     tuner = params.get("tuner") or {}
     metric, mode = tuner.get("metric"), tuner.get("mode")
@@ -178,8 +181,34 @@ def suite_experiment(deployment: str, params: dict[str, Any]) -> dict[str, Any]:
     return outcome
 
 
+def _artifact_rows(key: str) -> list[dict[str, Any]]:
+    """The rows of a table artifact (the newest with ``key``), or none when there is none."""
+    from prefect.artifacts import Artifact
+
+    try:
+        artifact = Artifact.get(key)
+    except Exception:
+        return []
+    data = getattr(artifact, "data", None)
+    rows = json.loads(data) if isinstance(data, str) else data
+    return [dict(r) for r in rows or [] if isinstance(r, Mapping)]
+
+
+def night_usage(outcomes: list[dict[str, Any]]) -> list[Any]:
+    """The night's CPU-hours and GPU-hours per cluster, summed over its experiments.
+
+    Example:
+        >>> rows = [{"cluster": "a", "cpu_hours": 1.0, "gpu_hours": 0.5}]
+        >>> [(u.cluster, u.cpu_hours) for u in night_usage([{"usage": rows}, {"usage": rows}])]
+        [('a', 2.0)]
+    """
+    from radas_flows.accounting import sum_usage
+
+    return sum_usage(o.get("usage") or [] for o in outcomes)
+
+
 def suite_markdown(night: str, outcomes: list[dict[str, Any]]) -> str:
-    """The suite's summary table (one row per experiment).
+    """The suite's summary table (one row per experiment), and the night's usage per cluster.
 
     Example:
         >>> print(suite_markdown("2026-11-24", []).splitlines()[0])
@@ -190,6 +219,17 @@ def suite_markdown(night: str, outcomes: list[dict[str, Any]]) -> str:
     for o in outcomes:
         best = f"{o['best']['metric']} = {o['best']['value']}" if o.get("best") else ""
         lines.append(f"| {o['experiment']} | {o['state']} | {best} | {o['flow_run']} |")
+    usage = night_usage(outcomes)
+    if usage:
+        lines += ["", f"## Resources used on {night}", ""]
+        lines += [
+            "| cluster | CPU-hours | GPU-hours | share on out-of-memory trials |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {u.cluster} | {u.cpu_hours:.4g} | {u.gpu_hours:.4g} | {100 * u.oom_share:.1f}% |"
+            for u in usage
+        ]
     return "\n".join(lines) + "\n"
 
 

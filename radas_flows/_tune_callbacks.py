@@ -16,8 +16,18 @@ PROGRESS: dict[str, dict[str, Any]] = {}
 class ProgressCallback(Callback):
     """Counts started / completed / errored trials; picklable, as Tune stores its callbacks."""
 
-    def __init__(self, run_id: str, total: int | None, *, print_lines: bool = False) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        total: int | None,
+        *,
+        print_lines: bool = False,
+        experiment_path: str | None = None,
+        placement: str = "",
+    ) -> None:
         self.run_id = run_id
+        self.experiment_path = experiment_path  # where completed trials are recorded
+        self.placement = placement  # where this driver runs (the records name it)
         self.total = total
         self.print_lines = print_lines
         self.started: set[str] = set()
@@ -43,6 +53,13 @@ class ProgressCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self.completed.add(trial.trial_id)
         self.errored.discard(trial.trial_id)
+        if getattr(self, "experiment_path", None):
+            from radas_flows._done_trials import record_done
+
+            try:
+                record_done(str(self.experiment_path), trial, getattr(self, "placement", ""))
+            except Exception as e:  # the sweep goes on; a resumed sweep would run it again
+                print(f"[radas] could not record trial {trial.trial_id} as completed: {e}")
         self._emit()
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:

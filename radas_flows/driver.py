@@ -48,6 +48,7 @@ class DriverSpec:
     origin: dict[str, str] | None = None
     # A cluster job stops when its flow's heartbeat is this many seconds old (None: never).
     follower_timeout_s: float | None = None
+    placement: str = ""  # where it runs ("local" or the cluster's name), for the records
 
     @property
     def experiment_path(self) -> str:
@@ -236,7 +237,13 @@ def run_driver(
     from radas_flows._completion_journal import CompletionJournal, apply_journal
     from radas_flows._tune_callbacks import ProgressCallback
 
-    progress = ProgressCallback(spec.run_id, total, print_lines=print_progress)
+    progress = ProgressCallback(
+        spec.run_id,
+        total,
+        print_lines=print_progress,
+        experiment_path=spec.experiment_path,
+        placement=spec.placement,
+    )
     callbacks = [progress, CompletionJournal()]
     if spec.mode == "restore":
         # Trials that completed after Tune's last saved state are kept, not run again.

@@ -46,6 +46,7 @@ async def run_experiment(
     email_notification_to_address: str | None = None,
     # Resources
     cpu_per_trial: float = 1,
+    min_gpu_memory_gb: float | None = None,
 ) -> dict[str, Any]:
     """Run an experiment with Ray Tune as the Prefect flow ``radas``, then analyze it.
 
@@ -58,7 +59,8 @@ async def run_experiment(
         trainable: a function of ``config`` (returning or reporting metrics) or a
             ``ray.tune.Trainable`` subclass; for clusters it must live in a separate file.
         experiment_name: a short name; run, restore, attach and stop_attach are bound to it.
-        run_with: ``"local"`` or ``"cluster:<name>"``.
+        run_with: ``"local"``, ``"cluster:<name>"``, ``"auto"`` (the registered cluster
+            that fits a trial and can start the most trials now) or ``"auto:<a>,<b>"``.
         runtime_env: Ray runtime environment (``working_dir`` is set for you).
         param_space: Tune's parameter space (``tune.grid_search``, ``tune.choice``...); every
             other value reaches the trainable as given.
@@ -82,6 +84,8 @@ async def run_experiment(
         run_choice: ``"run"``, ``"restore"``, ``"attach"`` or ``"stop_attach"``.
         email_notification_to_address: where to email the outcome.
         cpu_per_trial: CPUs per trial (a cluster's GPU share follows from it).
+        min_gpu_memory_gb: with ``run_with="auto"``: only clusters whose ``gpu_memory_gb``
+            (registry) is at least this fit.
 
     Returns:
         ``{"df": DataFrame, "tuner": radas_flows.Tuner, "fig": matplotlib Figure or None}``.
@@ -125,6 +129,7 @@ async def run_experiment(
         run_choice=run_choice,
         email_notification_to_address=email_notification_to_address,
         cpu_per_trial=cpu_per_trial,
+        min_gpu_memory_gb=min_gpu_memory_gb,
     )
     # Validate everything before Prefect or Ray start: bad input fails here, in milliseconds.
     spec = build_spec(**kwargs, cwd=os.getcwd())

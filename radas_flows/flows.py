@@ -124,6 +124,7 @@ def radas(
     run_choice: RunChoice | None = None,
     dos: list[Phase] | None = None,
     cpu_per_trial: Annotated[float, Field(gt=0)] = 1,
+    min_gpu_memory_gb: Annotated[float, Field(gt=0)] | None = None,
     email_notification_to_address: str | None = None,
     runtime_env: dict[str, Any] | None = None,
     yes: bool = False,
@@ -154,7 +155,9 @@ def radas(
             directory, e.g. `examples.two_moons.trainable:trainable`.
         experiment_name: A short name; runs, restores and analyses are bound to it. The flow
             run is named after it.
-        run_with: `local` (this machine) or `cluster:<name>` (a cluster of the registry).
+        run_with: `local` (this machine), `cluster:<name>` (a cluster of the registry),
+            `auto` (the cluster that fits a trial and can start the most trials now) or
+            `auto:<a>,<b>` (chosen among those; `local` only when named).
         param_space: Search space as JSON: {"grid_search": [..]}, {"choice": [..]},
             {"uniform": [lo, hi]}, {"quniform": [lo, hi, q]}, {"loguniform": [lo, hi]},
             {"randint": [lo, hi]} (also qloguniform, qrandint, lograndint, qlograndint,
@@ -169,6 +172,8 @@ def radas(
             an existing one needs a choice.
         dos: ["run", "analyze"] (default), ["run"] or ["analyze"] (analyze stored results).
         cpu_per_trial: CPUs per trial (the GPU share follows from it).
+        min_gpu_memory_gb: With `auto`: GB of memory a trial's GPU needs (matched against
+            the registry's `gpu_memory_gb`).
         email_notification_to_address: Where to email the outcome (comma-separated).
         runtime_env: Ray runtime environment (pip, uv, conda, env_vars, ...);
             working_dir is always the run's working directory.
@@ -226,6 +231,7 @@ def radas(
             "run_choice": run_choice,
             "dos": dos if dos is not None else ["run", "analyze"],
             "cpu_per_trial": cpu_per_trial,
+            "min_gpu_memory_gb": min_gpu_memory_gb,
             "email_notification_to_address": email_notification_to_address,
             "runtime_env": runtime_env,
             "yes": yes,

@@ -27,9 +27,26 @@ from radas_flows.stages.oom_retry import (
     remove_old_rounds,
     stored_rounds,
 )
-from radas_flows.stages.submit import experiment_attach, experiment_submit
-from radas_flows.targets import target_for
+from radas_flows.stages.placement import Placement, follow_moving, placed_spec, submit_placed
+from radas_flows.stages.submit import experiment_attach
+from radas_flows.targets import RunHandle, target_for
 from radas_flows.tuner import Tuner
+
+
+def usage_of(escalation: EscalationResult, placement: Placement, path: str) -> list[Any]:
+    """CPU-hours and GPU-hours per cluster of a sweep (see :mod:`radas_flows.accounting`)."""
+    from radas_flows.accounting import done_records, sweep_usage
+
+    cluster = placement.check.target.removeprefix("cluster:")
+    gpu_per_cpu = {cluster: placement.check.gpu_per_cpu}
+    executions = [
+        (trial, cpu, outcome)
+        for history in escalation.histories
+        for trial, cpu, outcome in zip(history.trials, history.cpus, history.outcomes, strict=True)
+        if trial is not None
+    ]
+    earlier = done_records(path) if placement.moves else None
+    return sweep_usage(executions, cluster=cluster, gpu_per_cpu=gpu_per_cpu, earlier=earlier)
 
 
 def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
@@ -43,6 +60,9 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
         logger.warning("%s", note)
     try:
         check = cluster_check(spec)
+        placement = Placement(placed_spec(spec, check), check, [dict(r) for r in check.rows])
+        spec = placement.spec  # run_with="auto": the cluster its check chose
+        report.target = str(spec.target)
         path = experiment_path(spec.user_name, spec.full_name, check.results_root)
         report.results_path = path
         # A folder shared by another directory's or name's experiment is refused untouched.
@@ -78,11 +98,23 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
             if mode == "restore" and read_origin(path) is None:
                 record_origin(path, origin_record(spec.cwd, spec.experiment_name))
             old_rounds = stored_rounds(path) if mode == "run" else None
-            handle = experiment_submit(spec, mode, check)
+            placement, handle = submit_placed(placement, mode)
+            spec, check = placement.spec, placement.check
+            report.target, report.results_path = str(spec.target), handle.experiment_path
+            path = handle.experiment_path
             remove_old_rounds(old_rounds, path)
         if handle is not None:
-            escalation = escalate(spec, check, handle, fresh=mode == "run", max_rounds=max_rounds)
-            tuner = escalation.tuner
+            first = handle
+
+            def follow(where: Placement, run: RunHandle) -> EscalationResult:
+                fresh = mode == "run" and run is first
+                return escalate(where.spec, where.check, run, fresh=fresh, max_rounds=max_rounds)
+
+            placement, handle, escalated = follow_moving(placement, handle, follow)
+            spec, check, escalation = placement.spec, placement.check, escalated
+            report.target = str(spec.target)
+            report.usage = usage_of(escalated, placement, path)
+            tuner = escalated.tuner
             report.counts = escalation.counts
             report.recommendation = escalation.summary
         if "analyze" in spec.dos:

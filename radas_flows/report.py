@@ -112,6 +112,7 @@ class RunReport:
     flow_run_url: str | None = None
     email_to: str | None = None
     email_error: str | None = None
+    usage: list[Any] = field(default_factory=list)  # accounting.Usage per cluster
 
     def subject(self) -> str:
         """One line: experiment, target, outcome and how many trials completed."""
@@ -136,6 +137,10 @@ class RunReport:
             lines.append(f"Best config: {redact(self.best['config'])}")
         if self.recommendation:
             lines.append(f"Recommendation: {self.recommendation}")
+        if self.usage:
+            from radas_flows.accounting import usage_text
+
+            lines += ["Resources used:", *(f"  {x}" for x in usage_text(self.usage).splitlines())]
         if self.error:
             lines += ["", f"Error: {self.error}"]
         lines.append("")
@@ -221,6 +226,13 @@ def summary_markdown(report: RunReport) -> str:
         lines.append(f"**Best config:** `{redact(report.best['config'])}`")
     if report.recommendation:
         lines += ["", f"**Resources:** {report.recommendation}"]
+    if report.usage:
+        lines += ["", "| cluster | CPU-hours | GPU-hours | share on out-of-memory trials |"]
+        lines.append("|---|---|---|---|")
+        lines += [
+            f"| {u.cluster} | {u.cpu_hours:.4g} | {u.gpu_hours:.4g} | {100 * u.oom_share:.1f}% |"
+            for u in report.usage
+        ]
     if report.error:
         lines += ["", f"**Error:** {report.error}"]
     lines += ["", f"**Results:** `{report.results_path}`  "]

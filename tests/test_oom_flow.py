@@ -96,6 +96,10 @@ def test_only_trials_out_of_memory_rerun_with_doubled_cpus(workdir: Path) -> Non
     summary = latest_artifact("summary", "oom-grid")
     assert advice in summary.data
     assert any(advice in message for message in logs_of(summary.flow_run_id))
+    # Accounting counts every execution, the two out-of-memory ones included.
+    [usage] = json.loads(latest_artifact("usage", "oom-grid").data)
+    assert usage["cluster"] == "local" and usage["executions"] == 6 and usage["cpu_hours"] > 0
+    assert "| local |" in summary.data
     # The UI's task list reads like the card: one oom_retry task run for the round.
     names = sorted(r.name for r in task_runs_of(summary.flow_run_id))
     assert [n for n in names if n.startswith("oom_retry")] == ["oom_retry-round-1"]

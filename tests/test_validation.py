@@ -127,13 +127,26 @@ def test_run_with_and_dos_parsing() -> None:
         "atol-gpu-5090",
         "cluster:atol-gpu-5090",
     )
+    auto = parse_run_with("auto:gpu-a,local")
+    assert (auto.kind, auto.candidates, str(auto)) == (
+        "auto",
+        ("gpu-a", "local"),
+        "auto:gpu-a,local",
+    )
+    assert parse_run_with("auto") == RunTarget("auto")
+    with pytest.raises(RadasValueError, match=r"'auto:a,a' is not valid.*each once"):
+        parse_run_with("auto:a,a")
     assert check_dos(["analyze", "run"]) == ("run", "analyze")
     with pytest.raises(RadasValueError, match="repeats"):
         check_dos(["run", "run"])
 
 
 @pytest.mark.parametrize(
-    "run_with", ["local", "cluster:a", "cluster:atol-gpu-5090", "cluster:", "cluster:-x", "gpu", ""]
+    "run_with",
+    [
+        *("local", "cluster:a", "cluster:atol-gpu-5090", "cluster:", "cluster:-x", "gpu", ""),
+        *("auto", "auto:a", "auto:gpu-a,local", "auto:", "auto:a,", "auto:a, b", "auto:-x"),
+    ],
 )
 def test_run_with_has_one_rule_for_the_flow_the_spec_and_management(run_with: str) -> None:
     from radas_flows.management import cluster_name_from_run_with

@@ -80,6 +80,15 @@ class RayCluster(Block):
         description="Where Tune results are stored: a shared folder or s3://bucket/prefix.",
     )
 
+    gpu_memory_gb: float | None = Field(
+        default=None,
+        gt=0,
+        description="Memory of one GPU in GB (run_with='auto' matches min_gpu_memory_gb).",
+    )
+    default: bool = Field(
+        default=False, description="The declared default cluster (run_with='auto' on a tie)."
+    )
+
     @model_validator(mode="after")
     def _check(self) -> RayCluster:
         problems = [
@@ -100,6 +109,10 @@ class RayCluster(Block):
         }
         if self.results_root is not None:
             table["results_root"] = self.results_root
+        if self.gpu_memory_gb is not None:
+            table["gpu_memory_gb"] = self.gpu_memory_gb
+        if self.default:
+            table["default"] = True
         return table
 
 
@@ -157,6 +170,8 @@ def block_clusters() -> tuple[dict[str, ClusterConfig], str | None]:
                 "gpu_per_cpu",
                 "hint",
                 "results_root",
+                "gpu_memory_gb",
+                "default",
             )
             if data.get(k) is not None
         }

@@ -38,6 +38,9 @@ class ClusterConfig:
         results_root: Where Tune results are stored: a shared folder or ``s3://bucket/prefix``.
         source: The registry file this entry was read from, or for a cluster defined as a
             ``RayCluster`` Prefect block, ``"Prefect block ray-cluster/<name>"``.
+        gpu_memory_gb: Memory of one GPU in GB, if stated (``run_with="auto"`` matches a
+            sweep's ``min_gpu_memory_gb`` against it).
+        default: The registry's declared default (``run_with="auto"`` prefers it on a tie).
         token_refused: Why this entry may not read its token, or ``None`` when it may: set
             for a registry found in the working directory whose ``token_file`` lies outside
             that directory (or that names a ``token_env``) without the user's own registry
@@ -63,6 +66,8 @@ class ClusterConfig:
     results_root: str | None
     source: Path | str
     token_refused: str | None = None
+    gpu_memory_gb: float | None = None
+    default: bool = False
     from_block: bool = False
 
     @property

@@ -27,6 +27,8 @@ _OPTIONAL: dict[str, tuple[type, ...]] = {
     "token_file": (str,),
     "token_env": (str,),
     "results_root": (str,),
+    "gpu_memory_gb": (int, float),
+    "default": (bool,),
 }
 _TYPE_NAMES = {
     "address": 'a string such as "http://10.0.0.5:8265"',
@@ -37,6 +39,8 @@ _TYPE_NAMES = {
     "token_file": 'a string such as "~/.ray/my_token"',
     "token_env": 'a string such as "MY_CLUSTER_TOKEN"',
     "results_root": 'a string such as "/mnt/nfs/ray-results" or "s3://bucket/prefix"',
+    "gpu_memory_gb": "a number such as 32 (GB of memory of one GPU)",
+    "default": "true or false",
 }
 
 
@@ -92,7 +96,7 @@ def validate_entry(
         if key not in table:
             continue
         value = table[key]
-        if isinstance(value, bool) or not isinstance(value, types):
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
             problems.append(
                 f"{where}: key {key!r} is {value!r} ({type(value).__name__}); it must be "
                 f"{_TYPE_NAMES[key]}."
@@ -126,6 +130,9 @@ def validate_entry(
         problems.append(
             f"{where}: set only one of 'token_file' and 'token_env', not both; remove one."
         )
+    memory = table.get("gpu_memory_gb")
+    if memory is not None and not (math.isfinite(memory) and memory > 0):
+        problems.append(f"{where}: key 'gpu_memory_gb' = {memory} must be greater than 0.")
     if table.get("token_env", "x").strip() == "":
         problems.append(f"{where}: key 'token_env' is empty; name an environment variable.")
     if table.get("token_file", "x").strip() == "":
@@ -161,6 +168,8 @@ def validate_entry(
             token_env=table.get("token_env", "").strip() or None,
             results_root=results_root,
             source=source,
+            gpu_memory_gb=float(memory) if memory is not None else None,
+            default=bool(table.get("default", False)),
         ),
         [],
     )

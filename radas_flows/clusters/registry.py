@@ -50,7 +50,9 @@ gpu_per_node = 8
 gpu_per_cpu = 0.125
 hint = "32G GRAM per GPU, the default choice"
 token_file = "~/.ray/atol_token"      # optional; or token_env = "VAR"
-results_root = "/mnt/data/nfs/ray-results"   # optional; shared folder or s3://bucket/prefix"""
+results_root = "/mnt/data/nfs/ray-results"   # optional; shared folder or s3://bucket/prefix
+gpu_memory_gb = 32                    # optional; matched by run_with="auto"
+default = true                        # optional; at most one cluster"""
 
 
 def registry_path() -> Path | None:
@@ -142,6 +144,8 @@ def _load_file(source: Path) -> dict[str, ClusterConfig]:
         problems.extend(entry_problems)
         if config is not None:
             clusters[name] = config
+    if len(defaults := [name for name, config in clusters.items() if config.default]) > 1:
+        problems.append(f"{source}: {defaults} all say default = true; keep it on one of them.")
     if problems:
         raise RegistryError(
             f"Cluster registry {source} has {len(problems)} problem(s):\n- " + "\n- ".join(problems)

@@ -36,7 +36,10 @@ class ParameterError(RadasValueError):
 #: A cluster's name, in the registry and in ``run_with="cluster:<name>"``.
 CLUSTER_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 #: What ``run_with`` accepts, as the UI and the server check it.
-RUN_WITH_PATTERN = rf"^(local|cluster:{CLUSTER_NAME_PATTERN})$"
+RUN_WITH_PATTERN = (
+    rf"^(local|cluster:{CLUSTER_NAME_PATTERN}|auto"
+    rf"|auto:{CLUSTER_NAME_PATTERN}(,{CLUSTER_NAME_PATTERN})*)$"
+)
 
 _CLUSTER_NAME_RE = re.compile(CLUSTER_NAME_PATTERN)
 
@@ -53,17 +56,26 @@ def is_cluster_name(name: object) -> bool:
 
 @dataclass(frozen=True)
 class RunTarget:
-    """Where an experiment runs: this machine, or a named Ray cluster."""
+    """Where an experiment runs: this machine, a named Ray cluster, or chosen (``auto``).
 
-    kind: Literal["local", "cluster"]
+    ``candidates`` of ``auto``: the names it may choose from (empty: every registered cluster).
+    """
+
+    kind: Literal["local", "cluster", "auto"]
     cluster: str | None = None
+    candidates: tuple[str, ...] = ()
 
     def __str__(self) -> str:
+        if self.kind == "auto":
+            return "auto" + (f":{','.join(self.candidates)}" if self.candidates else "")
         return f"cluster:{self.cluster}" if self.cluster else self.kind
 
 
 def parse_run_with(run_with: object) -> RunTarget:
-    """Parse ``run_with``: ``"local"`` or ``"cluster:<name>"``.
+    """Parse ``run_with``: ``"local"``, ``"cluster:<name>"``, ``"auto"`` or ``"auto:<a>,<b>"``.
+
+    ``auto`` chooses among the registry's clusters when the run is checked; ``auto:<a>,<b>``
+    only among those named (``local`` is a candidate only when named).
 
     Args:
         run_with: The value given by the user.
@@ -76,17 +88,32 @@ def parse_run_with(run_with: object) -> RunTarget:
 
     Example:
         >>> parse_run_with("cluster:atol-gpu-5090")
-        RunTarget(kind='cluster', cluster='atol-gpu-5090')
+        RunTarget(kind='cluster', cluster='atol-gpu-5090', candidates=())
+        >>> str(parse_run_with("auto:gpu-a,local"))
+        'auto:gpu-a,local'
     """
     if run_with == "local":
         return RunTarget("local")
+    if run_with == "auto":
+        return RunTarget("auto")
+    if isinstance(run_with, str) and run_with.startswith("auto:"):
+        names = tuple(run_with[len("auto:") :].split(","))
+        bad = [n for n in names if not is_cluster_name(n)]
+        if bad or len(set(names)) != len(names):
+            raise RadasValueError(
+                f"run_with={run_with!r} is not valid: after 'auto:' list cluster names of the "
+                "registry (or 'local') separated by commas, each once, for example "
+                "'auto:gpu-a,gpu-b'" + (f"; {bad!r} are not cluster names." if bad else ".")
+            )
+        return RunTarget("auto", candidates=names)
     if isinstance(run_with, str) and run_with.startswith("cluster:"):
         name = run_with[len("cluster:") :]
         if is_cluster_name(name):
             return RunTarget("cluster", name)
     raise RadasValueError(
         f"run_with={run_with!r} is not valid: use 'local' or 'cluster:<name>' with a cluster "
-        "name from the registry (see `radas clusters` or get_cluster_availability())."
+        "name from the registry (see `radas clusters` or get_cluster_availability()), or "
+        "'auto' (the cluster that fits best now) or 'auto:<name>,<name>' (chosen among those)."
     )
 
 

@@ -178,6 +178,22 @@ def check_trainable(trainable: object, *, cwd: str | None = None) -> tuple[Any, 
     return trainable, reference_of(trainable)
 
 
+def check_gpu_memory(min_gpu_memory_gb: object) -> float | None:
+    """Validate ``min_gpu_memory_gb``: None, or a positive number of GB per GPU."""
+    if min_gpu_memory_gb is None:
+        return None
+    if (
+        isinstance(min_gpu_memory_gb, bool)
+        or not isinstance(min_gpu_memory_gb, int | float)
+        or not min_gpu_memory_gb > 0
+    ):
+        raise RadasValueError(
+            f"min_gpu_memory_gb={min_gpu_memory_gb!r} must be a number of GB greater than 0 "
+            "(for example 40), or None."
+        )
+    return float(min_gpu_memory_gb)
+
+
 def check_email(address: object) -> str | None:
     """Validate ``email_notification_to_address`` (one or several, comma-separated)."""
     if address is None or address == "":
@@ -243,6 +259,7 @@ class ExperimentSpec:
     cwd: str
     secrets: TrialSecrets = field(default_factory=TrialSecrets, repr=False)
     notes: tuple[str, ...] = ()  # warnings for the run's log: inputs used otherwise than given
+    min_gpu_memory_gb: float | None = None  # matched by run_with="auto"
 
     def replace(self, **changes: Any) -> ExperimentSpec:
         return dataclasses.replace(self, **changes)
@@ -274,6 +291,7 @@ def build_spec(
     cpu_per_trial: object = 1,
     cwd: str | None = None,
     cpu_cap: float | None = None,
+    min_gpu_memory_gb: object = None,
 ) -> ExperimentSpec:
     """Validate every argument of ``run_experiment`` and return the immutable spec.
 
@@ -340,4 +358,5 @@ def build_spec(
         cwd=cwd,
         secrets=secrets,
         notes=tuple(notes),
+        min_gpu_memory_gb=check_gpu_memory(min_gpu_memory_gb),
     )

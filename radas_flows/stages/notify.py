@@ -115,6 +115,18 @@ def report_run(spec: ExperimentSpec, report: RunReport) -> None:
         notify_run(spec, report)
     except Exception as e:
         logger.warning("Could not notify: %s", redact_registered(f"{type(e).__name__}: {e}"))
+    if report.usage:
+        from radas_flows._artifacts import create_table
+        from radas_flows.accounting import usage_rows
+
+        try:
+            create_table(
+                artifact_key("usage", spec.user_name, spec.experiment_name),
+                usage_rows(report.usage),
+                f"CPU-hours and GPU-hours of {spec.experiment_name!r}, per cluster",
+            )
+        except Exception as e:
+            logger.warning("Could not record the usage artifact: %s", e)
     try:
         create_markdown(
             artifact_key("summary", spec.user_name, spec.experiment_name),

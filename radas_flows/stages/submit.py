@@ -44,8 +44,9 @@ def driver_spec_for(
     gpus = gpu_share(cpu_per_trial, check.gpu_per_cpu)
     if gpus:
         resources["gpu"] = gpus
+    target = target or target_for(spec.target)
     return DriverSpec(
-        trainable=(target or target_for(spec.target)).driver_trainable(spec),
+        trainable=target.driver_trainable(spec),
         param_space=spec.param_space,
         tuner_init_kwargs=spec.tuner_init_kwargs,
         storage_path=user_results_path(spec.user_name, check.results_root),
@@ -55,6 +56,7 @@ def driver_spec_for(
         secrets=spec.secrets,
         run_id=uuid.uuid4().hex[:12],
         origin=origin_record(spec.cwd, spec.experiment_name),
+        placement=target.name,
     )
 
 

@@ -28,7 +28,11 @@ __all__ = [
 
 
 def target_for(run_target: RunTarget) -> Target:
-    """The target of a parsed ``run_with`` (``"local"``, ``"cluster:<name>"``)."""
+    """The target of a parsed ``run_with`` (``"local"``, ``"cluster:<name>"``, ``"auto"``)."""
+    if run_target.kind == "auto":
+        from radas_flows.targets.auto import AutoTarget
+
+        return AutoTarget(run_target.candidates)
     if run_target.cluster is None:
         from radas_flows.targets.local import LocalTarget
 

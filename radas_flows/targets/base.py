@@ -11,6 +11,7 @@ from radas_flows.errors import RadasError
 if TYPE_CHECKING:
     from radas_flows._artifacts import ProgressArtifact
     from radas_flows.driver import DriverSpec
+    from radas_flows.inputs.rules import RunTarget
     from radas_flows.inputs.spec import ExperimentSpec
     from radas_flows.secret_plan import FoundSecrets, TrialSecrets
     from radas_flows.tuner import Tuner
@@ -44,7 +45,12 @@ class DriverFailedError(RadasError):
 
 @dataclass(frozen=True)
 class TargetCheck:
-    """What the cluster check found out about the run target."""
+    """What the cluster check found out about the run target.
+
+    ``placed``: where a target that chooses (``auto``) placed the run; the stages after the
+    check run the spec there. ``fallbacks``: the checks of the other candidates that fit, in
+    order, for a failed submission or a lost cluster to move to.
+    """
 
     target: str
     online: bool
@@ -54,6 +60,8 @@ class TargetCheck:
     gpu_per_cpu: float
     results_root: str | None
     rows: list[dict[str, Any]]
+    placed: RunTarget | None = None
+    fallbacks: tuple[TargetCheck, ...] = ()
 
 
 @dataclass

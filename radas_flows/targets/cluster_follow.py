@@ -32,6 +32,14 @@ POLL_S = 1.0
 _STREAM_END_WAIT_S = 10.0
 #: The end of the log kept for a failure message.
 _KEPT_LOG_CHARS = 65_536
+#: How many times a status or log call is tried before the cluster counts as lost (default 10).
+FOLLOW_ATTEMPTS_ENV = "RADAS_FOLLOW_ATTEMPTS"
+
+
+def follow_attempts() -> int:
+    """``RADAS_FOLLOW_ATTEMPTS``: calls before a cluster that does not answer counts as lost."""
+    raw = os.environ.get(FOLLOW_ATTEMPTS_ENV, "").strip()
+    return max(int(raw), 1) if raw.isdigit() else _ATTEMPTS
 
 
 @dataclass
@@ -95,7 +103,9 @@ def follow_job(
         )
 
     def retry(call: Any) -> Any:
-        return with_retries(call, _ATTEMPTS, _BACKOFF, max_backoff=_MAX_BACKOFF, on_retry=on_retry)
+        return with_retries(
+            call, follow_attempts(), _BACKOFF, max_backoff=_MAX_BACKOFF, on_retry=on_retry
+        )
 
     def new_text(terminal: bool) -> str:
         """The log text not relayed yet: from the stream, else (fallback) the whole log."""

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from radas_flows._artifacts import artifact_key
-from tests.deployments.conftest import ROOT, Server, create_run, wait_final
+from tests.deployments.conftest import ROOT, Server, create_run, tail, wait_final
 
 pytestmark = pytest.mark.slow
 
@@ -208,7 +208,10 @@ def test_nightly_suite_runs_each_preset_as_a_dated_child_run(deployed: Server) -
     presets = ["tests/deployments/presets/tiny_a.json", "tests/deployments/presets/tiny_b.json"]
     suite = create_run(deployed, "radas-nightly/nightly", {"presets": presets})
     final = wait_final(deployed, suite["id"], timeout=300)
-    assert final["state"]["type"] == "COMPLETED", final["state"]
+    assert final["state"]["type"] == "COMPLETED", (
+        final["state"].get("message"),
+        tail(deployed.home / "worker.log", 60),
+    )
     night = datetime.fromisoformat(final["expected_start_time"]).astimezone(
         ZoneInfo("Europe/Paris")
     )
@@ -230,6 +233,15 @@ def test_nightly_suite_runs_each_preset_as_a_dated_child_run(deployed: Server) -
     report = artifacts_of(deployed, final["id"])["radas-nightly-suite"]["data"]
     assert f"| tiny-a-{date} | COMPLETED | score = 6 |" in report  # max of a*b over a in 1, 2
     assert f"| tiny-b-{date} | COMPLETED | score = " in report
+    # The night's CPU-hours: the sum of what each experiment's usage artifact states.
+    cpu_hours = 0.0
+    for name, child in children.items():
+        key = artifact_key("usage", "e2e", name)
+        [usage] = json.loads(artifacts_of(deployed, child["id"])[key]["data"])
+        assert usage["cluster"] == "local" and usage["executions"] == 2 and usage["cpu_hours"] > 0
+        cpu_hours += usage["cpu_hours"]
+    assert f"## Resources used on {date}" in report
+    assert f"| local | {cpu_hours:.4g} | 0 | 0.0% |" in report
 
 
 def test_hostile_references_run_nothing_on_the_worker(

@@ -155,6 +155,10 @@ def test_schema_renders_every_parameter_with_a_description(schema: dict[str, Any
     assert props["trainable"]["type"] == "string"
     assert re.fullmatch(props["run_with"]["pattern"], "cluster:atol-gpu-5090")
     assert not re.fullmatch(props["run_with"]["pattern"], "gpu-5090")
+    for auto in ("auto", "auto:atol-gpu-5090,gcp-cpu", "auto:local,gcp-cpu"):
+        assert re.fullmatch(props["run_with"]["pattern"], auto), auto
+    assert not re.fullmatch(props["run_with"]["pattern"], "auto:")
+    assert props["min_gpu_memory_gb"]["anyOf"][0]["exclusiveMinimum"] == 0
     assert props["run_choice"]["anyOf"][0]["enum"] == ["run", "restore", "attach", "stop_attach"]
     assert props["dos"]["anyOf"][0]["items"]["enum"] == ["run", "analyze"]
     assert props["cpu_per_trial"]["exclusiveMinimum"] == 0
@@ -370,6 +374,17 @@ def test_best_row_and_suite_report() -> None:
     )  # fmt: skip
     assert "| a-2026-11-24 | COMPLETED | score = 7 | a-2026-11-24 |" in report
     assert "| b-2026-11-24 | FAILED |  | b-2026-11-24 |" in report
+    assert "Resources used" not in report  # no experiment stated any usage
+    usage = {"cluster": "gpu-a", "cpu_hours": 0.5, "gpu_hours": 0.25, "oom_gpu_hours": 0.025}
+    night = suite.suite_markdown(
+        "2026-11-24",
+        [
+            {"experiment": "a", "state": "COMPLETED", "flow_run": "a", "usage": [usage]},
+            {"experiment": "b", "state": "COMPLETED", "flow_run": "b", "usage": [usage]},
+        ],
+    )
+    assert "## Resources used on 2026-11-24" in night
+    assert "| gpu-a | 1 | 0.5 | 10.0% |" in night  # summed over the night's two sweeps
 
 
 # ---------------------------------------------------------------------------------------------
