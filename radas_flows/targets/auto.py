@@ -274,9 +274,15 @@ class AutoTarget:
 
     # -- the rest: the check placed the run on a cluster target or the local one ------------
 
+    def prepare(self, spec: ExperimentSpec) -> None:
+        """Nothing to start ahead: where the run goes is known only after the check."""
+
     def submit(
         self, spec: ExperimentSpec, driver_spec: DriverSpec, *, submit_key: str | None
     ) -> RunHandle:
+        raise _not_placed()
+
+    def running_jobs(self, spec: ExperimentSpec) -> list[str]:
         raise _not_placed()
 
     def attach(self, spec: ExperimentSpec, check: TargetCheck, logger: Any) -> RunHandle | None:
