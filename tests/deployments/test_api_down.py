@@ -1,4 +1,10 @@
-"""The Prefect API goes away mid-sweep on a real `prefect server start`."""
+"""The Prefect API goes away mid-sweep on a real `prefect server start`.
+
+What happens today: the trials run to the end and their results are on disk; the analysis task
+cannot start without the API (no table); the flow process exits 1 with ``httpx.ConnectError``;
+the server, back on the same database, shows the flow run as Running until the next run of the
+experiment marks it Crashed; that run (``dos=["analyze"]``) writes the table from the stored trials.
+"""
 
 from __future__ import annotations
 
@@ -138,3 +144,12 @@ def test_sweep_finishes_and_keeps_its_results_when_the_api_goes_away(
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert f"ROWS {TRIALS}" in again.stdout
     assert (folder / "radas_results.csv").exists() or list(folder.rglob("radas_results.csv"))
+    after = httpx.post(f"{api}/flow_runs/filter", json={}, timeout=30).json()
+    # That next run finds the lock's holder gone: it releases the lock and marks the stranded
+    # flow run Crashed, so the UI no longer shows a Running sweep that is not running.
+    released = "Released the lock of experiment 'apidown'"
+    assert released in again.stdout + again.stderr, again.stderr[-4000:]
+    assert "its flow run is now marked Crashed" in again.stdout + again.stderr
+    states_after = {r["id"]: r["state"]["type"] for r in after}
+    assert states_after[runs[0]["id"]] == "CRASHED"
+    assert sorted(states_after.values()) == ["COMPLETED", "CRASHED"]
