@@ -35,6 +35,8 @@ def test_a_cancelled_cluster_run_leaves_no_job_behind(
                 "experiment_name": "cancel-me",
                 "run_with": "cluster:loopback",
                 "run_choice": "run",
+                "tuner": {},  # not the deployment's two-moons tuner and figure
+                "plot": None,
                 "param_space": {
                     "a": {"grid_search": list(range(8))},
                     "sleep": 5,
