@@ -135,7 +135,7 @@ def block_filesystem(name: str) -> Any:
         register_secret(frozen.token)
         region = settings.session.region_name
 
-        class _BlockS3FileSystem(pyarrow.fs.S3FileSystem):  # type: ignore[misc]
+        class _BlockS3FileSystem(pyarrow.fs.S3FileSystem):
             def __reduce__(self) -> tuple[Any, ...]:
                 return (_unpickled_filesystem, (name, settings.endpoint_url, region))
 

@@ -91,3 +91,10 @@ def test_a_local_run_stores_on_s3_with_the_blocks_credentials_and_no_secret_in_i
 
     again = asyncio.run(run_experiment(**kwargs, experiment_name="block-s3", dos=["analyze"]))
     assert sorted(again["df"]["score"]) == [1, 4, 9]
+
+    # A block that does not exist: a clear error naming it, before anything runs.
+    monkeypatch.setenv("RADAS_S3_BLOCK", "aws-credentials/no-such-block")
+    with pytest.raises(ValueError, match=r"Cannot load the prefect-aws block 'aws-credentials/no-"):
+        asyncio.run(run_experiment(**kwargs, experiment_name="no-block", run_choice="run"))
+    listing = client.list_objects_v2(Bucket=bucket, Prefix="ray-results/fay/")
+    assert not [o["Key"] for o in listing["Contents"] if "no-block" in o["Key"]]
