@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -42,7 +43,11 @@ def no_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the local copy of CSV and figure
+    # The local copy of CSV and figure goes under HOME; Ray's token file stays where it was.
+    token = Path.home() / ".ray" / "auth_token"
+    if token.is_file() and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
 
 
 @pytest.mark.slow
