@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from radas_flows.secrets import redact_registered, register_secret
 
-__all__ = ["S3BlockSettings", "s3_settings_from_block"]
+__all__ = ["S3BlockSettings", "block_filesystem", "s3_settings_from_block"]
 
 _SLUGS = ("s3-bucket", "aws-credentials", "minio-credentials")
 
@@ -93,3 +94,57 @@ def s3_settings_from_block(block: Any) -> S3BlockSettings:
         session=credentials.get_boto3_session(),
         source=source,
     )
+
+
+_FILESYSTEMS: dict[str, Any] = {}
+_LOCK = threading.Lock()
+
+
+def _unpickled_filesystem(name: str, endpoint: str | None, region: str | None) -> Any:
+    """What a pickled block filesystem becomes: this process's one for the block, else one
+    with the standard AWS environment's credentials (a Ray worker, a later reader), so the
+    pickle never holds a secret.
+    """
+    if name in _FILESYSTEMS:
+        return _FILESYSTEMS[name]
+    import pyarrow.fs
+
+    return pyarrow.fs.S3FileSystem(endpoint_override=endpoint, region=region or "")
+
+
+def block_filesystem(name: str) -> Any:
+    """A pyarrow S3 filesystem with the credentials and endpoint of the prefect-aws block ``name``.
+
+    One per block in a process. It pickles as the block's name (with the endpoint and region),
+    never its keys: Ray Tune stores its ``RunConfig`` in the experiment folder (``tuner.pkl``).
+
+    Raises:
+        ValueError: The block cannot be loaded, or gives no credentials.
+    """
+    with _LOCK:
+        if name in _FILESYSTEMS:
+            return _FILESYSTEMS[name]
+        import pyarrow.fs
+
+        settings = s3_settings_from_block(name)
+        found = settings.session.get_credentials()
+        if found is None:
+            raise ValueError(f"{settings.source} gives no AWS credentials; set its keys.")
+        frozen = found.get_frozen_credentials()
+        register_secret(frozen.secret_key)
+        register_secret(frozen.token)
+        region = settings.session.region_name
+
+        class _BlockS3FileSystem(pyarrow.fs.S3FileSystem):
+            def __reduce__(self) -> tuple[Any, ...]:
+                return (_unpickled_filesystem, (name, settings.endpoint_url, region))
+
+        filesystem = _BlockS3FileSystem(
+            access_key=frozen.access_key,
+            secret_key=frozen.secret_key,
+            session_token=frozen.token,
+            endpoint_override=settings.endpoint_url,
+            region=region or "",
+        )
+        _FILESYSTEMS[name] = filesystem
+        return filesystem

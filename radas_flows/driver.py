@@ -152,9 +152,10 @@ def build_run_config(spec: DriverSpec, callbacks: list[Any]) -> Any:
     from ray import tune
 
     user = spec.tuner_init_kwargs.get("run_config") or tune.RunConfig()
+    storage = Storage(spec.storage_path)  # a prefect-aws block's filesystem when one is named
     changes: dict[str, Any] = {
-        "storage_path": spec.storage_path,
-        "storage_filesystem": None,
+        "storage_path": storage.tune_path,
+        "storage_filesystem": storage.tune_filesystem(),
         "name": spec.name,
         "callbacks": [*(user.callbacks or []), *callbacks],
     }
@@ -255,9 +256,11 @@ def run_driver(
                 "run again",
                 flush=True,
             )
+        experiment = Storage(spec.experiment_path)
         tuner = tune.Tuner.restore(
-            spec.experiment_path,
+            experiment.tune_path,
             trainable=with_resources,
+            storage_filesystem=experiment.tune_filesystem(),
             resume_unfinished=True,
             resume_errored=True,
             param_space=spec.param_space or None,

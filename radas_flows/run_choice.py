@@ -21,7 +21,9 @@ def experiment_exists(path: str) -> bool:
         return False  # nothing there: no need to import Tune
     from ray.tune import Tuner
 
-    return bool(Tuner.can_restore(experiment.path, storage_filesystem=experiment.tune_filesystem()))
+    return bool(
+        Tuner.can_restore(experiment.tune_path, storage_filesystem=experiment.tune_filesystem())
+    )
 
 
 def decide_mode(

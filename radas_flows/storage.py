@@ -10,7 +10,23 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow.fs
 
-__all__ = ["Storage", "is_uri", "normalize_root"]
+__all__ = ["S3_BLOCK_ENV", "Storage", "is_uri", "normalize_root"]
+
+#: A prefect-aws block whose credentials and endpoint an ``s3://`` results root uses here.
+S3_BLOCK_ENV = "RADAS_S3_BLOCK"
+
+
+def _block_filesystem(path: str) -> pyarrow.fs.FileSystem | None:
+    """The filesystem of the block named in ``RADAS_S3_BLOCK`` for an ``s3://`` path, if any.
+
+    A cluster job does not get this variable: it reads the cluster's own AWS environment.
+    """
+    name = os.environ.get(S3_BLOCK_ENV, "").strip()
+    if not name or not path.startswith("s3://"):
+        return None
+    from radas_flows.aws_blocks import block_filesystem
+
+    return block_filesystem(name)
 
 
 def is_uri(path: str) -> bool:
@@ -78,6 +94,9 @@ class Storage:
     def _fs(self) -> tuple[pyarrow.fs.FileSystem, str]:
         if self.filesystem is not None:
             return self.filesystem, self.path
+        block = _block_filesystem(self.path)
+        if block is not None:
+            return block, self.tune_path
         import pyarrow.fs
 
         return pyarrow.fs.FileSystem.from_uri(self.path)
@@ -166,7 +185,19 @@ class Storage:
 
     def tune_filesystem(self) -> pyarrow.fs.FileSystem | None:
         """What Ray Tune's ``storage_filesystem`` arguments take for this location."""
-        return self.filesystem
+        return self.filesystem or _block_filesystem(self.path)
+
+    @property
+    def tune_path(self) -> str:
+        """The path to give Ray Tune with :meth:`tune_filesystem` (no scheme with a block's).
+
+        Example:
+            >>> Storage("/r/u/exp").tune_path
+            '/r/u/exp'
+        """
+        if self.filesystem is None and _block_filesystem(self.path) is not None:
+            return self.path.removeprefix("s3://")
+        return self.path
 
     def output_dir(self, user_name: str, full_name: str) -> str:
         """A local folder for the table and figure: this one, or a cache for remote storage.

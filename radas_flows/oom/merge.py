@@ -135,7 +135,9 @@ def load_analysis(experiment: Storage) -> Any:
     """
     from ray.tune import ExperimentAnalysis
 
-    analysis = ExperimentAnalysis(experiment.path, storage_filesystem=experiment.tune_filesystem())
+    analysis = ExperimentAnalysis(
+        experiment.tune_path, storage_filesystem=experiment.tune_filesystem()
+    )
     completed = read_completed_ids(experiment)
     for trial in analysis.trials:
         if trial.trial_id in completed and trial.status != "TERMINATED":
