@@ -80,6 +80,8 @@ def _sweep(server: Server, tmp: Path, index: int) -> None:
                 "experiment_name": f"soak-{index}",
                 "param_space": {"a": {"grid_search": [1, 2]}},
                 "run_choice": "run",
+                "tuner": {},  # not the deployment's two-moons tuner and figure
+                "plot": None,
             },
             "job_variables": {"env": {"TMPDIR": str(tmp)}},
         },
