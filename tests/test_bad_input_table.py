@@ -205,10 +205,12 @@ def sandbox(
     monkeypatch.chdir(ROOT)  # trainable references resolve from the repository, as deployed
     jobs = _jobs(ray_head)
     before = _folders(root)
+    # Locks held before (a run SIGKILLed by an earlier test keeps its own until taken over).
+    held = set(_held_locks())
     yield root
     assert _jobs(ray_head) == jobs, "a Ray job was submitted"
     assert _folders(root) == before, "a results folder was created or changed"
-    assert _held_locks() == [], "an experiment lock is still held"
+    assert set(_held_locks()) <= held, "an experiment lock is still held"
 
 
 def _run(**overrides: Any) -> dict[str, Any]:
@@ -350,7 +352,7 @@ def test_names_that_collide_after_sanitizing_are_refused(
     monkeypatch.setenv("RADAS_RESULTS_ROOT", str(root))
     monkeypatch.chdir(workdir)
     before = {str(p): p.stat().st_mtime_ns for p in folder.rglob("*")}
-    jobs = _jobs(ray_head)
+    jobs, held = _jobs(ray_head), set(_held_locks())
     extra: dict[str, Any] = (
         {"dos": ["analyze"], "run_choice": None} if choice == "analyze" else {"run_choice": choice}
     )
@@ -364,7 +366,7 @@ def test_names_that_collide_after_sanitizing_are_refused(
     after = {str(p): p.stat().st_mtime_ns for p in folder.rglob("*")}
     assert after == before  # the other experiment's results are untouched
     assert read_origin(str(folder)) == origin_record(str(proj), other)
-    assert _jobs(ray_head) == jobs and _held_locks() == []
+    assert _jobs(ray_head) == jobs and set(_held_locks()) <= held
 
 
 def test_the_same_name_from_the_same_folder_is_the_same_experiment(

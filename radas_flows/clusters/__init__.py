@@ -39,13 +39,18 @@ __all__ = [
 _SUBMODULES: tuple[str, ...] = (
     "addresses",
     "availability",
+    "blocks",
     "config",
     "credentials",
+    "entry",
+    "heartbeat",
     "job_log",
     "job_package",
     "jobs",
+    "log_tail",
     "registry",
     "tenancy",
+    "upload",
 )
 
 
