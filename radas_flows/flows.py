@@ -251,6 +251,10 @@ def radas(
     )
     spec = build_spec(**arguments, cwd=cwd)
     check_run_environment(email=spec.email_notification_to_address is not None)
+    from radas_flows.inputs.deployment_defaults import deployment_notes
+
+    # A run of another trainable that kept the deployment's tuner, plot or space is told so.
+    spec = spec.replace(notes=(*spec.notes, *deployment_notes()))
     flow_run_id = _label_flow_run(spec)
     with _experiment_lock(spec, flow_run_id), tags(*run_tags(spec)):
         try:

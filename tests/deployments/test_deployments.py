@@ -277,3 +277,31 @@ def test_hostile_references_run_nothing_on_the_worker(
     assert "module 'radas_flows' is radas_flows itself" in driver_final["state"]["message"]
     for run in (eval_final, driver_final):
         assert task_runs_of(deployed, run["id"]) == []  # refused before any task
+
+
+def test_a_run_of_another_trainable_is_told_what_it_inherited(deployed: Server) -> None:
+    # The deployment's defaults are the two-moons sweep; this run names its own trainable and
+    # space but no tuner or plot, so it gets the two-moons tuner and figure (Prefect's rule).
+    run = create_run(
+        deployed,
+        "radas/sweep",
+        {
+            "user_name": "e2e",
+            "trainable": TRAINABLE,
+            "experiment_name": "inherits",
+            "param_space": {"a": {"grid_search": [1, 2]}},
+            "run_choice": "run",
+        },
+    )
+    wait_final(deployed, run["id"])
+    logs = deployed.post(
+        "/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200}
+    )
+    messages = "\n".join(log["message"] for log in logs)
+    for key, fix in (("tuner", "{}"), ("plot", "null")):
+        assert (
+            f"{key} is the deployment 'radas/sweep''s default, set for its trainable "
+            f"'examples.two_moons.trainable:trainable', not for trainable='{TRAINABLE}': give "
+            f"the run its own {key} (for the flow's default, --param {key}={fix})."
+        ) in messages
+    assert "param_space is the deployment" not in messages  # the run gave its own
