@@ -306,12 +306,25 @@ def _release(name: str, lease_id: Any, token: str) -> None:
     from prefect.concurrency._sync import release_concurrency_slots_with_lease
     from prefect.exceptions import ObjectNotFound
 
+    from radas_flows._api_outage import api_unreachable
+
     try:
-        delete_record(name, token)
-        with get_client(sync_client=True) as client, suppress(ObjectNotFound):
-            client.delete_global_concurrency_limit_by_name(name)
-    finally:
-        release_concurrency_slots_with_lease(lease_id)
+        try:
+            delete_record(name, token)
+            with get_client(sync_client=True) as client, suppress(ObjectNotFound):
+                client.delete_global_concurrency_limit_by_name(name)
+        finally:
+            release_concurrency_slots_with_lease(lease_id)
+    except Exception as e:
+        if not api_unreachable(e):
+            raise
+        # The run's work is done; an unreachable API must not turn it into a failure.
+        run_logger(__name__).warning(
+            f"Could not release the lock {name!r}: Prefect's API did not answer "
+            f"({type(e).__name__}: {e}). The "
+            "next run of this experiment releases the lock once this process has exited "
+            f"(at once on this machine, within {HOLDER_STALE_S:g} s elsewhere)."
+        )
 
 
 @contextmanager

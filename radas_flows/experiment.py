@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import Callable
 from typing import Any
@@ -161,8 +162,27 @@ async def run_experiment(
     stashed += env_tokens + object_tokens
 
     def call_flow() -> dict[str, Any]:
+        from radas_flows._api_outage import api_unreachable, forget_result, kept_result
+
         prefect_ready()
-        return radas(**kwargs)
+        forget_result()
+        try:
+            return radas(**kwargs)
+        except Exception as e:
+            result = kept_result()
+            if result is None or not api_unreachable(e):
+                raise
+        finally:
+            forget_result()
+        # The sweep finished and was analyzed; only Prefect's record of its end is missing.
+        logging.getLogger(__name__).warning(
+            "The sweep %r finished and its results are stored, but Prefect's API did not "
+            "answer to record the end of its flow run, so the Prefect UI may still show that "
+            "flow run as Running. Results: %s",
+            spec.experiment_name,
+            getattr(result.get("tuner"), "experiment_path", None),
+        )
+        return result
 
     # The flow blocks while Tune runs; a worker thread keeps the caller's event loop free.
     try:

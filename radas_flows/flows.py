@@ -255,6 +255,8 @@ def radas(
 
     # A run of another trainable that kept the deployment's tuner, plot or space is told so.
     spec = spec.replace(notes=(*spec.notes, *deployment_notes()))
+    from radas_flows._api_outage import keep_result
+
     flow_run_id = _label_flow_run(spec)
     with _experiment_lock(spec, flow_run_id), tags(*run_tags(spec)):
         try:
@@ -265,4 +267,5 @@ def radas(
                 _record_figure(spec, partial)
             raise
         _record_figure(spec, result)
+    keep_result(result)  # for the caller, if Prefect cannot record the flow's end
     return result

@@ -18,7 +18,7 @@ from radas_flows.origin import check_origin, origin_record, read_origin, record_
 from radas_flows.report import RunReport, run_outcome
 from radas_flows.run_choice import Choice, Mode, decide_mode, experiment_exists
 from radas_flows.secrets import redact_registered, scrub_exception
-from radas_flows.stages.analyze import best_of, results_analyze
+from radas_flows.stages.analyze import analyze_stage, best_of
 from radas_flows.stages.check import cluster_check
 from radas_flows.stages.notify import report_run
 from radas_flows.stages.oom_retry import (
@@ -118,7 +118,7 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
             report.counts = escalation.counts
             report.recommendation = escalation.summary
         if "analyze" in spec.dos:
-            analysis = results_analyze(spec, tuner, path)
+            analysis = analyze_stage(spec, tuner, path)
             tuner = analysis.tuner
             report.csv_path, report.figure_path = analysis.csv_path, analysis.figure_path
             report.preview_path = analysis.preview_png

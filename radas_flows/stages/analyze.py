@@ -15,7 +15,7 @@ from radas_flows.secrets import redact
 from radas_flows.storage import Storage
 from radas_flows.tuner import Tuner
 
-__all__ = ["best_of", "output_dir", "results_analyze"]
+__all__ = ["analyze_stage", "best_of", "output_dir", "results_analyze"]
 
 
 def output_dir(spec: ExperimentSpec, results_path: str) -> str:
@@ -38,11 +38,14 @@ def results_analyze(spec: ExperimentSpec, tuner: Tuner | None, results_path: str
         logger.info("Figure: %s", analysis.figure_path)
     df = analysis.df
     if hasattr(df, "head") and len(df):
-        create_table(
-            artifact_key("results", spec.user_name, spec.experiment_name),
-            df.head(50).astype(str).to_dict(orient="records"),
-            f"Results of {spec.experiment_name!r} (first 50 rows)",
-        )
+        try:
+            create_table(
+                artifact_key("results", spec.user_name, spec.experiment_name),
+                df.head(50).astype(str).to_dict(orient="records"),
+                f"Results of {spec.experiment_name!r} (first 50 rows)",
+            )
+        except Exception as e:  # the table and figure are written; the UI's copy is not
+            logger.warning("Could not record the results table artifact: %s", e)
     return analysis
 
 
@@ -59,3 +62,26 @@ def best_of(tuner: Tuner, spec: ExperimentSpec) -> dict[str, Any] | None:
         return None
     config = redact(dict(best.config or {}))
     return {"metric": metric, "value": best.metrics.get(metric), "config": config}
+
+
+def analyze_stage(spec: ExperimentSpec, tuner: Tuner | None, results_path: str) -> AnalysisResult:
+    """Run ``results_analyze`` as a task; in the flow process when Prefect cannot start it.
+
+    A task with tags needs Prefect's API to take its concurrency slots; with the API gone,
+    Prefect refuses to start it. The analysis itself needs only the stored results.
+    """
+    from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+
+    from radas_flows._api_outage import api_unreachable
+
+    try:
+        return results_analyze(spec, tuner, results_path)
+    except ConcurrencySlotAcquisitionError as e:
+        if not api_unreachable(e):
+            raise
+    get_run_logger().warning(
+        "Prefect could not start the results_analyze task (its API did not answer); "
+        "analyzing in the flow process instead, so the Prefect UI shows no finished run of "
+        "this task."
+    )
+    return results_analyze.fn(spec, tuner, results_path)
