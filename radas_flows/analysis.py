@@ -27,6 +27,9 @@ class AnalysisResult:
     csv_path: str | None
     figure_path: str | None
     preview_png: str | None
+    # Set when the results folder refused the outputs and they were saved elsewhere.
+    rescued_from: str | None = None  # the folder that refused them
+    rescue_reason: str | None = None
 
 
 def figure_of(plot: Any) -> Any:

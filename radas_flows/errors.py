@@ -25,3 +25,11 @@ class TrialsFailedError(RadasError):
 
 class ResultsRootError(RadasError):
     """The results folder cannot be written (read-only, no permission, full); nothing started."""
+
+
+class ResultsRootFullError(RadasError):
+    """The results folder refused writes during the run; the analysis was saved elsewhere.
+
+    The message names that folder and the trials whose result files are missing; ``results``
+    holds the DataFrame, results view and figure.
+    """

@@ -16,6 +16,7 @@ from radas_flows.inputs.spec import FOLLOW_RUN_CHOICES, ExperimentSpec
 from radas_flows.oom.rounds import max_oom_rounds
 from radas_flows.origin import check_origin, origin_record, read_origin, record_origin
 from radas_flows.report import RunReport, run_outcome
+from radas_flows.rescue import rescued_error
 from radas_flows.run_choice import Choice, Mode, decide_mode, experiment_exists
 from radas_flows.secrets import redact_registered, scrub_exception
 from radas_flows.stages.analyze import analyze_stage, best_of
@@ -127,6 +128,11 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
             if not report.counts:
                 report.counts = dict(Counter(o["status"] for o in tuner.trial_outcomes()))
         report.state = run_outcome(report.counts, stopped=spec.run_choice == "stop_attach")
+        if analysis is not None and analysis.rescued_from is not None:
+            report.state = "partial"  # computed and saved, outside the results folder
+            rescued = rescued_error(analysis, path)
+            rescued.results = _results(analysis, tuner)  # type: ignore[attr-defined]
+            raise rescued
         if escalation is not None and escalation.failure is not None:
             report.state = "partial"  # completed trials were kept and analyzed
             escalation.failure.results = _results(analysis, tuner)  # the caller keeps them

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from ray import tune
 
 from radas_flows import run_experiment
-from radas_flows.errors import ResultsRootError
+from radas_flows.errors import ResultsRootError, ResultsRootFullError
 from tests.prefect_reads import flow_run_named, task_runs_of
 from tests.trainables_for_tests import marked
 
@@ -137,3 +138,68 @@ def test_an_s3_results_root_that_is_down_stops_the_run_before_anything_runs(
     assert text.startswith("The results folder s3://results/radas/tester cannot be written (")
     assert "testing-secret-key-51f0" not in text
     assert not list(marks.iterdir())
+
+
+def _fill_after(point: Path, marks: Path, finished: int) -> threading.Thread:
+    """Fill the file system at ``point`` once ``finished`` trials are done (a disk filling up)."""
+
+    def fill() -> None:
+        deadline = time.monotonic() + 120
+        while len(list(marks.glob("done-*"))) < finished and time.monotonic() < deadline:
+            time.sleep(0.02)
+        _full(point)
+
+    thread = threading.Thread(target=fill, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.usefixtures("radas_env")
+def test_a_results_root_that_fills_up_mid_run_loses_no_computed_result(
+    mounted: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RADAS_RESULTS_ROOT", str(mounted))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))
+    marks = workdir / "marks"
+    marks.mkdir()
+    space = {"a": tune.grid_search(list(range(8))), "sleep": 0.5, "marks": str(marks)}
+
+    def sweep() -> dict[str, object]:
+        return asyncio.run(
+            run_experiment(
+                user_name="tester",
+                trainable=marked,
+                experiment_name="fills-up",
+                param_space=space,
+                run_choice="run",
+                yes=True,
+            )
+        )
+
+    filler = _fill_after(mounted, marks, 3)
+    with pytest.raises(ResultsRootFullError) as error:
+        sweep()
+    filler.join(timeout=10)
+    text = str(error.value)
+    print(f"\nthe user sees: {text}")
+    assert f"Could not write to the results folder {mounted}/tester" in text
+    assert "No space left on device" in text and "bytes free there" in text
+    assert "The analysis of all 8 rows was saved in" in text
+    rescued = list((workdir / "cache" / "radas_flows" / "rescued").glob("*/radas_results.csv"))
+    assert len(rescued) == 1 and str(rescued[0]) in text
+    import pandas as pd
+
+    table = pd.read_csv(rescued[0])
+    assert sorted(zip(table["config/a"], table["score"], strict=True)) == [(a, a) for a in range(8)]
+    assert len(error.value.results["df"]) == 8  # type: ignore[attr-defined]
+    starts = sorted(p.name.split("-")[1] for p in marks.glob("start-*"))
+    assert starts == [str(a) for a in range(8)]  # each trial ran once
+    # What the message says to do works: free space, run again, every row is stored.
+    (mounted / "filler").unlink()
+    if "have no result file in" in text:
+        assert "run the sweep again (run_choice='run')" in text
+    else:
+        assert "dos=['analyze'] writes the table there" in text
+    result = sweep()
+    assert len(result["df"]) == 8  # type: ignore[arg-type]
+    assert list(mounted.rglob("radas_results.csv"))

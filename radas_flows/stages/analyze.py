@@ -11,6 +11,7 @@ from radas_flows._artifacts import artifact_key, create_table
 from radas_flows._redaction import scrub_errors
 from radas_flows.analysis import AnalysisResult, analyze_results
 from radas_flows.inputs.spec import ExperimentSpec
+from radas_flows.rescue import rescue_dir, storage_refused
 from radas_flows.secrets import redact
 from radas_flows.storage import Storage
 from radas_flows.tuner import Tuner
@@ -31,7 +32,17 @@ def results_analyze(spec: ExperimentSpec, tuner: Tuner | None, results_path: str
     if tuner is None:
         tuner = Tuner.from_path(results_path)
         logger.info("Read %d stored trials back from %s", tuner.num_trials, results_path)
-    analysis = analyze_results(tuner, spec.analysis, output_dir(spec, results_path))
+    out = output_dir(spec, results_path)
+    try:
+        analysis = analyze_results(tuner, spec.analysis, out)
+    except Exception as e:
+        if out is None or not storage_refused(e):
+            raise
+        # Full or unwritable: the rows are in memory; save them where this machine can.
+        rescue = rescue_dir(spec.user_name, spec.experiment_name)
+        logger.warning("Could not write the analysis to %s (%s); saving it in %s", out, e, rescue)
+        analysis = analyze_results(tuner, spec.analysis, str(rescue))
+        analysis.rescued_from, analysis.rescue_reason = out, f"{type(e).__name__}: {e}"
     if analysis.csv_path:
         logger.info("Results table: %s", analysis.csv_path)
     if analysis.figure_path:

@@ -184,6 +184,7 @@ class LocalTarget:
             error = handle.error
             raise DriverFailedError(
                 f"Ray Tune could not run the experiment: {type(error).__name__}: {error}. "
+                f"{_space_note(handle.experiment_path, error)}"
                 f"Whatever finished is stored in {handle.experiment_path}; after fixing the "
                 "cause, continue with run_choice='restore'."
             ) from error
@@ -325,3 +326,14 @@ def _shutdown_our_ray() -> None:
 
     if _our_ray_runtime_env is not None and ray.is_initialized():
         ray.shutdown()
+
+
+def _space_note(experiment_path: str, error: BaseException) -> str:
+    """A sentence on a results folder out of space (Tune's own error may not say so)."""
+    from radas_flows.rescue import free_bytes, storage_refused
+    from radas_flows.storage import is_uri
+
+    free = None if is_uri(experiment_path) else free_bytes(experiment_path)
+    if free is not None and (free < 1 << 20 or storage_refused(error)):
+        return f"The results folder's file system has {free} bytes free: free space there first. "
+    return ""

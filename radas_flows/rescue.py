@@ -1,0 +1,131 @@
+"""When the results folder fills up (or becomes unwritable) during a run: save what was computed.
+
+Tune keeps each trial's result in memory even when it cannot write it to the results folder,
+so the analysis still has every row. Its table and figure then go to a private folder on this
+machine instead, and the error names that folder and the trials whose files are missing.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from radas_flows._artifacts import experiment_slug
+from radas_flows.errors import ResultsRootFullError
+
+if TYPE_CHECKING:
+    from radas_flows.analysis import AnalysisResult
+
+__all__ = [
+    "free_bytes",
+    "missing_result_files",
+    "rescue_dir",
+    "rescued_error",
+    "storage_refused",
+]
+
+REFUSALS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def storage_refused(error: BaseException) -> bool:
+    """Whether ``error`` (or what caused it) is the file system refusing a write.
+
+    Example:
+        >>> storage_refused(OSError(errno.ENOSPC, "No space left on device"))
+        True
+        >>> storage_refused(RuntimeError("plot failed"))
+        False
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in REFUSALS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def free_bytes(path: str) -> int | None:
+    """Bytes free on the file system of ``path`` (its nearest existing folder); None if unknown."""
+    probe = Path(path)
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free
+    except OSError:
+        return None
+
+
+def missing_result_files(trial_paths: list[str]) -> list[str]:
+    """The local trial folders among ``trial_paths`` whose ``result.json`` is missing or empty.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> (root / "f_00000").mkdir(); _ = (root / "f_00000" / "result.json").write_text("{}")
+        >>> (root / "f_00001").mkdir(); _ = (root / "f_00001" / "result.json").write_text("")
+        >>> missing_result_files([str(root / "f_00000"), str(root / "f_00001")])
+        ['f_00001']
+    """
+    missing = []
+    for path in trial_paths:
+        result = Path(path) / "result.json"
+        try:
+            if result.stat().st_size == 0:
+                missing.append(Path(path).name)
+        except OSError:
+            missing.append(Path(path).name)
+    return missing
+
+
+def rescue_dir(user_name: str, experiment_name: str) -> Path:
+    """A new private folder (mode 0700) for what could not be written to the results folder.
+
+    Under ``~/.cache/radas_flows/rescued``, else under the system's temporary folder.
+    """
+    name = f"{experiment_slug(user_name, experiment_name, 80)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    last: OSError | None = None
+    for base in (Path(cache) / "radas_flows" / "rescued", Path(tempfile.gettempdir())):
+        try:
+            base.mkdir(parents=True, exist_ok=True, mode=0o700)
+            return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))
+        except OSError as e:
+            last = e
+    raise OSError(f"no folder to save the analysis in: {last}")
+
+
+def rescued_error(analysis: AnalysisResult, experiment_path: str) -> ResultsRootFullError:
+    """The error of a run whose analysis was saved outside the results folder, saying where."""
+    from radas_flows.storage import is_uri
+
+    rows = len(analysis.df) if hasattr(analysis.df, "__len__") else 0
+    saved = analysis.csv_path or "(no table: the DataFrame is in the error's results)"
+    free = free_bytes(experiment_path) if not is_uri(experiment_path) else None
+    space = f"; {free} bytes free there" if free is not None else ""
+    paths = [str(r.path) for r in analysis.tuner.get_results() if getattr(r, "path", None)]
+    missing = [] if is_uri(experiment_path) else missing_result_files(paths)
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        shown = ", ".join(missing[:5]) + more
+        stored = (
+            f"{len(missing)} of {len(paths)} trials have no result file in {experiment_path} "
+            f"({shown}): free space or fix the folder, then run the sweep again "
+            "(run_choice='run') to store every trial there."
+        )
+    else:
+        stored = (
+            f"Every trial's result file is in {experiment_path}: free space or fix the folder, "
+            "then dos=['analyze'] writes the table there (no trial runs again)."
+        )
+    return ResultsRootFullError(
+        f"Could not write to the results folder {analysis.rescued_from} "
+        f"({analysis.rescue_reason}{space}). The analysis of all {rows} rows was saved in "
+        f"{saved} instead. {stored}"
+    )
