@@ -27,8 +27,9 @@ class ResultsRootError(RadasError):
     """The results folder cannot be written (read-only, no permission, full); nothing started."""
 
 
-class ResultsRootFullError(RadasError):
-    """The results folder refused writes during the run; the analysis was saved elsewhere.
+class ResultsWriteError(RadasError):
+    """The results folder refused writes or went away during the run; what was computed was
+    saved on this machine instead.
 
     The message names that folder and the trials whose result files are missing; ``results``
     holds the DataFrame, results view and figure.

@@ -128,7 +128,8 @@ def run_spec(spec: ExperimentSpec) -> dict[str, Any]:
             if not report.counts:
                 report.counts = dict(Counter(o["status"] for o in tuner.trial_outcomes()))
         report.state = run_outcome(report.counts, stopped=spec.run_choice == "stop_attach")
-        if analysis is not None and analysis.rescued_from is not None:
+        rescued_run = tuner is not None and tuner.rescue is not None
+        if analysis is not None and (analysis.rescued_from is not None or rescued_run):
             report.state = "partial"  # computed and saved, outside the results folder
             rescued = rescued_error(analysis, path)
             rescued.results = _results(analysis, tuner)  # type: ignore[attr-defined]

@@ -16,15 +16,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from radas_flows._artifacts import experiment_slug
-from radas_flows.errors import ResultsRootFullError
+from radas_flows.errors import ResultsWriteError
 
 if TYPE_CHECKING:
     from radas_flows.analysis import AnalysisResult
+    from radas_flows.tuner import Tuner
 
 __all__ = [
     "free_bytes",
     "missing_result_files",
     "rescue_dir",
+    "rescue_staging",
     "rescued_error",
     "storage_refused",
 ]
@@ -101,9 +103,22 @@ def rescue_dir(user_name: str, experiment_name: str) -> Path:
     raise OSError(f"no folder to save the analysis in: {last}")
 
 
-def rescued_error(analysis: AnalysisResult, experiment_path: str) -> ResultsRootFullError:
+def rescued_error(analysis: AnalysisResult, experiment_path: str) -> ResultsWriteError:
     """The error of a run whose analysis was saved outside the results folder, saying where."""
     from radas_flows.storage import is_uri
+
+    rescue = analysis.tuner.rescue
+    if rescue is not None:
+        rows = len(analysis.df) if hasattr(analysis.df, "__len__") else 0
+        table = f" and the analysis of all {rows} rows in {analysis.csv_path}" * bool(
+            analysis.csv_path
+        )
+        return ResultsWriteError(
+            f"Could not store the results in {rescue['stored_at']} ({rescue['reason']}). "
+            f"Every trial's files were kept on this machine: they are in {rescue['copy']}"
+            f"{table}. When the storage is back, copy that folder's contents to "
+            f"{rescue['stored_at']}; dos=['analyze'] then reads them there."
+        )
 
     rows = len(analysis.df) if hasattr(analysis.df, "__len__") else 0
     saved = analysis.csv_path or "(no table: the DataFrame is in the error's results)"
@@ -124,8 +139,61 @@ def rescued_error(analysis: AnalysisResult, experiment_path: str) -> ResultsRoot
             f"Every trial's result file is in {experiment_path}: free space or fix the folder, "
             "then dos=['analyze'] writes the table there (no trial runs again)."
         )
-    return ResultsRootFullError(
+    return ResultsWriteError(
         f"Could not write to the results folder {analysis.rescued_from} "
         f"({analysis.rescue_reason}{space}). The analysis of all {rows} rows was saved in "
         f"{saved} instead. {stored}"
     )
+
+
+def rescue_staging(user_name: str, experiment_path: str, error: BaseException) -> Tuner | None:
+    """Read a local run's results back from Ray's copy on this machine, when remote storage
+    failed; ``None`` when there is none (or the storage is local).
+
+    With remote storage (S3) Tune writes each trial's files on this machine first, then
+    uploads them. When the upload fails (the storage is down), the copy in this Ray session's
+    folder is complete: it is copied to a private folder and read from there.
+    """
+    from radas_flows.storage import is_uri
+    from radas_flows.tuner import Tuner
+
+    if not is_uri(experiment_path) or not _has_os_error(error):
+        return None
+    try:
+        import ray._private.worker as ray_worker  # the session folder has no public accessor
+
+        node = ray_worker._global_node
+        session = node.get_session_dir_path() if node is not None else None
+    except Exception:
+        session = None
+    if session is None:
+        return None
+    name = experiment_path.rstrip("/").rsplit("/", 1)[-1]
+    staged = sorted(
+        Path(session).glob(f"artifacts/*/{name}/driver_artifacts"), key=lambda p: p.stat().st_mtime
+    )
+    if not staged:
+        return None
+    copy = rescue_dir(user_name, name) / name
+    shutil.copytree(staged[-1], copy)
+    try:
+        tuner = Tuner.from_path(str(copy))
+    except Exception:
+        return None
+    tuner.rescue = {
+        "stored_at": experiment_path,
+        "reason": f"{type(error).__name__}: {error}",
+        "copy": str(copy),
+    }
+    return tuner
+
+
+def _has_os_error(error: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

@@ -88,6 +88,9 @@ class Tuner:
         self._trial_cpus = dict(trial_cpus) if trial_cpus is not None else None
         #: The out-of-memory re-run rounds merged into this view (empty: none).
         self.oom_rounds: list[OomRound] = list(oom_rounds)
+        #: Set when the results could not be stored and were read from a copy on this machine:
+        #: ``{"stored_at": ..., "reason": ..., "copy": ...}``.
+        self.rescue: dict[str, str] | None = None
 
     @classmethod
     def from_path(

@@ -13,7 +13,7 @@ import pytest
 from ray import tune
 
 from radas_flows import run_experiment
-from radas_flows.errors import ResultsRootError, ResultsRootFullError
+from radas_flows.errors import ResultsRootError, ResultsWriteError
 from tests.prefect_reads import flow_run_named, task_runs_of
 from tests.trainables_for_tests import marked
 
@@ -92,16 +92,8 @@ def test_an_unwritable_results_root_stops_the_run_before_anything_runs(
     assert [r.name.rsplit("-", 1)[0] for r in runs if r.name.startswith("experiment_")] == []
 
 
-@pytest.mark.usefixtures("radas_env")
-def test_an_s3_results_root_that_is_down_stops_the_run_before_anything_runs(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    from tests.clusters.loopback_ray import free_port
-
-    port = free_port()
+def _s3_env(workdir: Path, monkeypatch: pytest.MonkeyPatch, port: int) -> str:
+    """Test credentials and the endpoint of a moto server on 127.0.0.1:``port``."""
     endpoint = f"http://127.0.0.1:{port}"
     for key, value in {
         "AWS_ACCESS_KEY_ID": "testing-key-id",
@@ -113,6 +105,20 @@ def test_an_s3_results_root_that_is_down_stops_the_run_before_anything_runs(
         "AWS_SHARED_CREDENTIALS_FILE": str(workdir / "no-aws-credentials"),
     }.items():
         monkeypatch.setenv(key, value)
+    return endpoint
+
+
+@pytest.mark.usefixtures("radas_env")
+def test_an_s3_results_root_that_is_down_stops_the_run_before_anything_runs(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from tests.clusters.loopback_ray import free_port
+
+    port = free_port()
+    endpoint = _s3_env(workdir, monkeypatch, port)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
@@ -177,7 +183,7 @@ def test_a_results_root_that_fills_up_mid_run_loses_no_computed_result(
         )
 
     filler = _fill_after(mounted, marks, 3)
-    with pytest.raises(ResultsRootFullError) as error:
+    with pytest.raises(ResultsWriteError) as error:
         sweep()
     filler.join(timeout=10)
     text = str(error.value)
@@ -203,3 +209,88 @@ def test_a_results_root_that_fills_up_mid_run_loses_no_computed_result(
     result = sweep()
     assert len(result["df"]) == 8  # type: ignore[arg-type]
     assert list(mounted.rglob("radas_results.csv"))
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("radas_env")
+def test_an_s3_results_root_that_goes_down_mid_run_loses_no_computed_result(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import boto3
+    import pyarrow.fs
+    from moto.server import ThreadedMotoServer
+
+    from tests.clusters.loopback_ray import free_port
+
+    port = free_port()
+    endpoint = _s3_env(workdir, monkeypatch, port)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))
+    monkeypatch.setenv("RADAS_RESULTS_ROOT", "s3://results/radas")
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    stopped = threading.Event()
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="results")
+        marks = workdir / "marks"
+        marks.mkdir()
+
+        def stop_after_first() -> None:
+            deadline = time.monotonic() + 120
+            while not list(marks.glob("done-*")) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            server.stop()  # S3 goes away with the first trial done
+            stopped.set()
+
+        threading.Thread(target=stop_after_first, daemon=True).start()
+        space = {"a": tune.grid_search(list(range(4))), "sleep": 0.5, "marks": str(marks)}
+        with pytest.raises(ResultsWriteError) as error:
+            asyncio.run(
+                run_experiment(
+                    user_name="tester",
+                    trainable=marked,
+                    experiment_name="s3-goes-down",
+                    param_space=space,
+                    run_choice="run",
+                )
+            )
+    finally:
+        if not stopped.wait(timeout=5):
+            server.stop()
+    text = str(error.value)
+    print(f"\nthe user sees: {text}")
+    assert "testing-secret-key-51f0" not in text
+    assert "Could not store the results in s3://results/radas/tester/" in text
+    assert "Every trial's files were kept on this machine" in text
+    assert "the analysis of all 4 rows in" in text
+    assert len(error.value.results["df"]) == 4  # type: ignore[attr-defined]
+    copies = list((workdir / "cache" / "radas_flows" / "rescued").glob("*/*"))
+    assert len(copies) == 1 and str(copies[0]) in text
+    assert len(list(copies[0].glob("marked_*/result.json"))) == 4
+    starts = sorted(p.name.split("-")[1] for p in marks.glob("start-*"))
+    assert starts == ["0", "1", "2", "3"]  # each trial ran once
+    # What the message says to do works: S3 back, the folder copied there, analyze reads it.
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="results")
+        target = text.split("copy that folder's contents to ")[1].split(";")[0]
+        s3 = pyarrow.fs.S3FileSystem(endpoint_override=endpoint, region="us-east-1")
+        pyarrow.fs.copy_files(
+            str(copies[0]),
+            target.removeprefix("s3://"),
+            source_filesystem=pyarrow.fs.LocalFileSystem(),
+            destination_filesystem=s3,
+        )
+        result = asyncio.run(
+            run_experiment(
+                user_name="tester",
+                trainable=marked,
+                experiment_name="s3-goes-down",
+                param_space=space,
+                run_choice="run",
+                dos=["analyze"],
+            )
+        )
+    finally:
+        server.stop()
+    assert len(result["df"]) == 4  # type: ignore[arg-type]

@@ -182,6 +182,12 @@ class LocalTarget:
         PROGRESS.pop(handle.run_id, None)
         if handle.error is not None:
             error = handle.error
+            from radas_flows.rescue import rescue_staging
+
+            rescued = rescue_staging(spec.user_name, handle.experiment_path, error)
+            if rescued is not None:  # remote storage failed; Ray's copy here is complete
+                progress.done()
+                return rescued
             raise DriverFailedError(
                 f"Ray Tune could not run the experiment: {type(error).__name__}: {error}. "
                 f"{_space_note(handle.experiment_path, error)}"
