@@ -129,8 +129,10 @@ class LocalTarget:
     def submit(
         self, spec: ExperimentSpec, driver_spec: DriverSpec, *, submit_key: str | None
     ) -> LocalRun:
+        from radas_flows._tune_registry import make_registry_thread_safe
         from radas_flows.driver import run_driver
 
+        make_registry_thread_safe()  # another local run in this process may be starting too
         handle = LocalRun(
             run_id=driver_spec.run_id,
             experiment_path=driver_spec.experiment_path,
