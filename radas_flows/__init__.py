@@ -51,6 +51,7 @@ _SUBMODULES: tuple[str, ...] = (
     "origin",
     "pipeline",
     "report",
+    "rescue",
     "rswanlab",
     "run_choice",
     "rwandb",
