@@ -28,16 +28,13 @@ def api_unreachable(error: BaseException) -> bool:
     """
     import httpx
 
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, httpx.TransportError):
-            return True
-        if isinstance(current, httpx.HTTPStatusError) and current.response.status_code >= 500:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    from radas_flows.errors import causes
+
+    return any(
+        isinstance(c, httpx.TransportError)
+        or (isinstance(c, httpx.HTTPStatusError) and c.response.status_code >= 500)
+        for c in causes(error)
+    )
 
 
 def keep_result(result: dict[str, Any]) -> None:

@@ -2,6 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """``error``, then what caused it (``__cause__``, else ``__context__``), each once.
+
+    Example:
+        >>> try:
+        ...     try:
+        ...         raise OSError("disk")
+        ...     except OSError as e:
+        ...         raise RuntimeError("save failed") from e
+        ... except RuntimeError as e:
+        ...     [type(c).__name__ for c in causes(e)]
+        ['RuntimeError', 'OSError']
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
 
 class RadasError(Exception):
     """Base class of every error radas_flows raises on purpose."""

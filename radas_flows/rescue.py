@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from radas_flows._artifacts import experiment_slug
-from radas_flows.errors import ResultsWriteError
+from radas_flows.errors import ResultsWriteError, causes
 
 if TYPE_CHECKING:
     from radas_flows.analysis import AnalysisResult
@@ -43,14 +43,7 @@ def storage_refused(error: BaseException) -> bool:
         >>> storage_refused(RuntimeError("plot failed"))
         False
     """
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in REFUSALS:
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return any(isinstance(c, OSError) and c.errno in REFUSALS for c in causes(error))
 
 
 def free_bytes(path: str) -> int | None:
@@ -157,7 +150,7 @@ def rescue_staging(user_name: str, experiment_path: str, error: BaseException) -
     from radas_flows.storage import is_uri
     from radas_flows.tuner import Tuner
 
-    if not is_uri(experiment_path) or not _has_os_error(error):
+    if not is_uri(experiment_path) or not any(isinstance(c, OSError) for c in causes(error)):
         return None
     try:
         import ray._private.worker as ray_worker  # the session folder has no public accessor
@@ -186,14 +179,3 @@ def rescue_staging(user_name: str, experiment_path: str, error: BaseException) -
         "copy": str(copy),
     }
     return tuner
-
-
-def _has_os_error(error: BaseException) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError):
-            return True
-        current = current.__cause__ or current.__context__
-    return False

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from moto.server import ThreadedMotoServer
 from ray import tune
 
 from radas_flows import run_experiment
@@ -108,23 +109,29 @@ def _s3_env(workdir: Path, monkeypatch: pytest.MonkeyPatch, port: int) -> str:
     return endpoint
 
 
-@pytest.mark.usefixtures("radas_env")
-def test_an_s3_results_root_that_is_down_stops_the_run_before_anything_runs(
-    workdir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _s3_up(port: int, endpoint: str) -> ThreadedMotoServer:
+    """A moto S3 server on 127.0.0.1:``port`` with the bucket ``results``; the caller stops it."""
     import boto3
-    from moto.server import ThreadedMotoServer
 
-    from tests.clusters.loopback_ray import free_port
-
-    port = free_port()
-    endpoint = _s3_env(workdir, monkeypatch, port)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="results")
-    finally:
-        server.stop()  # S3 goes away before the run
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.mark.usefixtures("radas_env")
+def test_an_s3_results_root_that_is_down_stops_the_run_before_anything_runs(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.clusters.loopback_ray import free_port
+
+    port = free_port()
+    endpoint = _s3_env(workdir, monkeypatch, port)
+    _s3_up(port, endpoint).stop()  # S3 goes away before the run
     monkeypatch.setenv("RADAS_RESULTS_ROOT", "s3://results/radas")
     marks = workdir / "marks"
     marks.mkdir()
@@ -216,9 +223,7 @@ def test_a_results_root_that_fills_up_mid_run_loses_no_computed_result(
 def test_an_s3_results_root_that_goes_down_mid_run_loses_no_computed_result(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import boto3
     import pyarrow.fs
-    from moto.server import ThreadedMotoServer
 
     from tests.clusters.loopback_ray import free_port
 
@@ -226,11 +231,9 @@ def test_an_s3_results_root_that_goes_down_mid_run_loses_no_computed_result(
     endpoint = _s3_env(workdir, monkeypatch, port)
     monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))
     monkeypatch.setenv("RADAS_RESULTS_ROOT", "s3://results/radas")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = _s3_up(port, endpoint)
     stopped = threading.Event()
     try:
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="results")
         marks = workdir / "marks"
         marks.mkdir()
 
@@ -269,10 +272,8 @@ def test_an_s3_results_root_that_goes_down_mid_run_loses_no_computed_result(
     starts = sorted(p.name.split("-")[1] for p in marks.glob("start-*"))
     assert starts == ["0", "1", "2", "3"]  # each trial ran once
     # What the message says to do works: S3 back, the folder copied there, analyze reads it.
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server = _s3_up(port, endpoint)
     try:
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="results")
         target = text.split("copy that folder's contents to ")[1].split(";")[0]
         s3 = pyarrow.fs.S3FileSystem(endpoint_override=endpoint, region="us-east-1")
         pyarrow.fs.copy_files(
