@@ -32,17 +32,31 @@ def flow_run_named(name: str) -> Any:
     return runs[0]
 
 
-def task_runs_of(flow_run_id: Any) -> list[Any]:
-    """Every task run of a flow run."""
+def task_runs_of(flow_run_id: Any, timeout: float = 30) -> list[Any]:
+    """Every task run of a flow run, once each has reached a final state.
+
+    Task engines report their state changes as events, which the server stores in the
+    background: a task that failed a moment ago may still read Running. Poll until every task
+    run is final (or the timeout passes; the caller's assertions then show the stale state).
+    """
+    import time
+
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.events.worker import EventsWorker
 
-    with get_client(sync_client=True) as client:
-        return list(
-            client.read_task_runs(
-                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+    EventsWorker.drain_all(timeout=10)
+    deadline = time.monotonic() + timeout
+    while True:
+        with get_client(sync_client=True) as client:
+            runs = list(
+                client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+                )
             )
-        )
+        if all(r.state and r.state.is_final() for r in runs) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.25)
 
 
 def artifacts_of(flow_run_id: Any) -> list[Any]:

@@ -6,6 +6,7 @@ import base64
 import csv
 import json
 import re
+import time
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -33,9 +34,18 @@ def artifacts_of(server: Server, flow_run_id: str) -> dict[str, dict[str, Any]]:
     return {a["key"]: a for a in found}
 
 
-def task_runs_of(server: Server, flow_run_id: str) -> list[dict[str, Any]]:
+def task_runs_of(server: Server, flow_run_id: str, timeout: float = 30) -> list[dict[str, Any]]:
+    """A flow run's task runs once each is final (task states arrive as events, stored later)."""
     body = {"flow_runs": {"id": {"any_": [flow_run_id]}}}
-    return list(server.post("/task_runs/filter", body))
+    final = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = list(server.post("/task_runs/filter", body))
+        if all((r["state"] or {}).get("type") in final for r in runs):
+            return runs
+        if time.monotonic() > deadline:
+            return runs
+        time.sleep(0.25)
 
 
 def test_cli_sweep_run_completes_with_named_tagged_run_and_artifacts(deployed: Server) -> None:
