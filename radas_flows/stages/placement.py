@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 from prefect import get_run_logger
 
 from radas_flows._artifacts import artifact_key, create_table
-from radas_flows.errors import RadasError
+from radas_flows.errors import RadasError, causes
 from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.stages.submit import experiment_submit
 from radas_flows.targets import ClusterUnavailableError, RunHandle, TargetCheck
@@ -54,14 +54,9 @@ def is_placement_failure(error: BaseException) -> bool:
     """
     from radas_flows.clusters.jobs import is_transient_error
 
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, ClusterUnavailableError) or is_transient_error(current):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
+    return any(
+        isinstance(e, ClusterUnavailableError) or is_transient_error(e) for e in causes(error)
+    )
 
 
 def _name(check: TargetCheck) -> str:

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from radas_flows._redaction import scrub_errors
 from radas_flows.core import user_results_path
 from radas_flows.driver import DriverSpec
+from radas_flows.errors import causes
 from radas_flows.inputs.spec import ExperimentSpec
 from radas_flows.oom.policy import gpu_share
 from radas_flows.origin import origin_record
@@ -89,13 +90,7 @@ def retry_when_transient(task: Any, task_run: Any, state: Any) -> bool:
             state.result(raise_on_failure=True)
         except BaseException as e:
             error = e
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:  # the error or what caused it
-        if is_transient_error(error):
-            return True
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return False
+    return error is not None and any(is_transient_error(e) for e in causes(error))
 
 
 @task(
