@@ -2,7 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def poll(read: Callable[[], T], done: Callable[[T], bool], timeout: float) -> T:
+    """``read()`` every 0.25 s until ``done`` holds of it or ``timeout`` s pass; the last read.
+
+    What the server stores in the background (events, task states) is read this way; on a
+    timeout the caller's assertions show what was missing.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.25)
 
 
 def latest_flow_run() -> Any:
@@ -36,27 +54,22 @@ def task_runs_of(flow_run_id: Any, timeout: float = 30) -> list[Any]:
     """Every task run of a flow run, once each has reached a final state.
 
     Task engines report their state changes as events, which the server stores in the
-    background: a task that failed a moment ago may still read Running. Poll until every task
-    run is final (or the timeout passes; the caller's assertions then show the stale state).
+    background: a task that failed a moment ago may still read Running.
     """
-    import time
-
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.events.worker import EventsWorker
 
-    EventsWorker.drain_all(timeout=10)
-    deadline = time.monotonic() + timeout
-    while True:
+    def read() -> list[Any]:
         with get_client(sync_client=True) as client:
-            runs = list(
+            return list(
                 client.read_task_runs(
                     flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
                 )
             )
-        if all(r.state and r.state.is_final() for r in runs) or time.monotonic() > deadline:
-            return runs
-        time.sleep(0.25)
+
+    EventsWorker.drain_all(timeout=10)
+    return poll(read, lambda runs: all(r.state and r.state.is_final() for r in runs), timeout)
 
 
 def artifacts_of(flow_run_id: Any) -> list[Any]:
@@ -119,20 +132,16 @@ def events_about(resource_id: str, expected: set[str], timeout: float = 60) -> l
     Events are sent in the background and stored in batches: poll until every expected event
     name is there (or the timeout passes; the caller's assertions then say what is missing).
     """
-    import time
-
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventResourceFilter
     from prefect.events.worker import EventsWorker
 
-    EventsWorker.drain_all(timeout=10)
-    deadline = time.monotonic() + timeout
-    while True:
+    def read() -> list[Any]:
         with get_client(sync_client=True) as client:
             page = client.read_events(
                 EventFilter(resource=EventResourceFilter(id=[resource_id])), limit=50
             )
-        events = sorted(page.events, key=lambda e: e.occurred)
-        if expected <= {e.event for e in events} or time.monotonic() > deadline:
-            return events
-        time.sleep(0.5)
+        return sorted(page.events, key=lambda e: e.occurred)
+
+    EventsWorker.drain_all(timeout=10)
+    return poll(read, lambda events: expected <= {e.event for e in events}, timeout)

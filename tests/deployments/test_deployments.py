@@ -6,7 +6,6 @@ import base64
 import csv
 import json
 import re
-import time
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -15,6 +14,7 @@ import pytest
 
 from radas_flows._artifacts import artifact_key
 from tests.deployments.conftest import ROOT, Server, create_run, tail, wait_final
+from tests.prefect_reads import poll
 
 pytestmark = pytest.mark.slow
 
@@ -38,14 +38,11 @@ def task_runs_of(server: Server, flow_run_id: str, timeout: float = 30) -> list[
     """A flow run's task runs once each is final (task states arrive as events, stored later)."""
     body = {"flow_runs": {"id": {"any_": [flow_run_id]}}}
     final = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
-    deadline = time.monotonic() + timeout
-    while True:
-        runs = list(server.post("/task_runs/filter", body))
-        if all((r["state"] or {}).get("type") in final for r in runs):
-            return runs
-        if time.monotonic() > deadline:
-            return runs
-        time.sleep(0.25)
+    return poll(
+        lambda: list(server.post("/task_runs/filter", body)),
+        lambda runs: all((r["state"] or {}).get("type") in final for r in runs),
+        timeout,
+    )
 
 
 def test_cli_sweep_run_completes_with_named_tagged_run_and_artifacts(deployed: Server) -> None:
