@@ -5,19 +5,21 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from prefect.server.api.server import SubprocessASGIServer
+
     from radas_flows.inputs.spec import ExperimentSpec
 
-__all__ = ["start_side_by_side", "stop_side_by_side_at_exit"]
+__all__ = ["start_side_by_side", "start_temporary_server", "stop_side_by_side_at_exit"]
 
 
 def _start_side_by_side(spec: ExperimentSpec) -> None:
     """Start Prefect's temporary server as ``get_client()`` would, and the target beside it.
 
-    The server's process is the longest start (about 3 s), so it is spawned first; the
-    target's start (a local Ray and Tune's imports) overlaps its boot.
+    The server's process is the longest start (5 to 9 s on 2 CPUs), so it is spawned first;
+    the target's start (a local Ray and Tune's imports) overlaps its boot.
     """
     from radas_flows.targets import target_for
 
@@ -35,9 +37,43 @@ def _start_side_by_side(spec: ExperimentSpec) -> None:
     if server is None:
         return
     try:
-        server.start()
+        start_temporary_server(server)
     except Exception as e:  # the flow starts it again and raises the reason there
         logging.getLogger(__name__).debug("starting the temporary Prefect server failed: %r", e)
+
+
+def start_temporary_server(server: SubprocessASGIServer) -> None:
+    """``server.start()``, without the block-type registration it does not need.
+
+    Prefect passes the settings in effect to the server's process.
+    """
+    from prefect.settings import temporary_settings
+
+    with temporary_settings(updates=_quick_server_settings()):
+        server.start()
+
+
+def _quick_server_settings() -> dict[Any, bool]:
+    """Skip block-type auto-registration on the temporary server's start, unless the user set it.
+
+    On start a server imports every installed Prefect collection (prefect-aws, prefect-ray,
+    prefect-email) to register their block types: about 1 s of CPU on each run here. Prefect
+    registers a block's type whenever a block is saved, and a dedicated server registers
+    them all on its own start, so a temporary server does not need to.
+    """
+    from prefect.settings import (
+        PREFECT_API_BLOCKS_REGISTER_ON_START,
+        PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION,
+        get_current_settings,
+    )
+
+    chosen = get_current_settings().server.model_fields_set
+    if chosen & {"register_blocks_on_start", "memoize_block_auto_registration"}:
+        return {}  # the user's choice stands
+    return {
+        PREFECT_API_BLOCKS_REGISTER_ON_START: False,
+        PREFECT_MEMOIZE_BLOCK_AUTO_REGISTRATION: False,
+    }
 
 
 def start_side_by_side(spec: ExperimentSpec) -> Callable[[], None]:
