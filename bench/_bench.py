@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -90,16 +91,21 @@ def child_env(tag: str, **extra: str) -> dict[str, str]:
 
 
 def run_process(
-    args: Sequence[str], env: dict[str, str], timeout: float = 1800, attempts: int = 2
+    args: Sequence[str],
+    env: dict[str, str],
+    timeout: float = 1800,
+    attempts: int = 2,
+    cpu: bool = False,
 ) -> tuple[float, dict[str, Any]]:
     """Run a fresh Python process to its exit; return its wall seconds and what it reported.
 
     A process that fails (Ray's start can time out on a busy machine) is run once more; the
-    failure is printed, and a second one raises.
+    failure is printed, and a second one raises. ``cpu``: the report gets ``cpu_s``, the CPU
+    seconds of the process and everything it started, by kind (see ``CpuSampler``).
     """
     for attempt in range(1, attempts + 1):
         try:
-            return _run_once(args, env, timeout)
+            return _run_once(args, env, timeout, cpu)
         except RuntimeError as e:
             if attempt == attempts:
                 raise
@@ -108,32 +114,109 @@ def run_process(
 
 
 def _run_once(
-    args: Sequence[str], env: dict[str, str], timeout: float
+    args: Sequence[str], env: dict[str, str], timeout: float, cpu: bool = False
 ) -> tuple[float, dict[str, Any]]:
     start = time.perf_counter()
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, *args],
         env=env,
         cwd=str(REPO),
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=timeout,
-        check=False,
     )
+    sampler = CpuSampler(proc.pid) if cpu else None
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
     elapsed = time.perf_counter() - start
     reported: dict[str, Any] = {}
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith(RESULT_MARK):
             reported = json.loads(line[len(RESULT_MARK) :])
     if proc.returncode != 0 or not reported:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+        tail = "\n".join((stdout + stderr).splitlines()[-40:])
         raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{tail}")
+    if sampler is not None:
+        reported["cpu_s"] = sampler.stop()
     return elapsed, reported
 
 
-def workload(kind: str, n: int, tag: str, *more: str, env: dict[str, str] | None = None) -> Any:
+class CpuSampler:
+    """CPU seconds (user + system) of a process and of every process it starts, by kind.
+
+    A thread reads ``/proc`` every 0.1 s: a process whose parent is a known one is added, and
+    each keeps the most CPU time it was seen with (so up to 0.1 s of a process's end is
+    missed). Kinds: ``main`` (the measured process), ``prefect_server`` (the temporary
+    server's uvicorn), ``trial_workers`` (Ray workers: ``ray::`` processes other than Ray's
+    agents), ``ray_system`` (GCS, raylet, dashboard, agents, monitors). Linux only.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self._root = pid
+        self._seen: dict[int, tuple[float, str]] = {}
+        self._stop = False
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop:
+            self._sample()
+            time.sleep(0.1)
+
+    def _sample(self) -> None:
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            ppid, seconds = int(fields[1]), (int(fields[11]) + int(fields[12])) / self._tick
+            known = pid == self._root or pid in self._seen
+            if not known and ppid != self._root and ppid not in self._seen:
+                continue
+            command = cmdline.decode(errors="replace")[:200] or self._seen.get(pid, (0, ""))[1]
+            before = self._seen.get(pid, (0.0, ""))[0]
+            self._seen[pid] = (max(before, seconds), command)
+
+    def stop(self) -> dict[str, float]:
+        self._stop = True
+        self._thread.join()
+        kinds: dict[str, float] = {}
+        for pid, (seconds, command) in self._seen.items():
+            kind = self.kind(pid == self._root, command)
+            kinds[kind] = round(kinds.get(kind, 0.0) + seconds, 2)
+        return kinds
+
+    @staticmethod
+    def kind(root: bool, command: str) -> str:
+        if root:
+            return "main"
+        if "uvicorn" in command and "prefect" in command:
+            return "prefect_server"
+        if command.startswith("ray::") and "Agent" not in command:
+            return "trial_workers"
+        return "ray_system"
+
+
+def workload(
+    kind: str,
+    n: int,
+    tag: str,
+    *more: str,
+    env: dict[str, str] | None = None,
+    cpu: bool = False,
+) -> Any:
     """One fresh process of ``bench/workloads.py``: (wall seconds, its report)."""
-    return run_process([str(WORKLOADS), kind, "--n", str(n), *more], env or child_env(tag))
+    args = [str(WORKLOADS), kind, "--n", str(n), *more]
+    return run_process(args, env or child_env(tag), cpu=cpu)
 
 
 def alternate(
