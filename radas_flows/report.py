@@ -16,6 +16,7 @@ __all__ = [
     "DEFAULT_NOTIFY_RETRIES",
     "DEFAULT_NOTIFY_RETRY_DELAY_S",
     "RunReport",
+    "check_notify_retry_settings",
     "notify_retry_settings",
     "run_outcome",
     "summary_markdown",
@@ -178,7 +179,8 @@ class RunReport:
 def notify_retry_settings(environ: Mapping[str, str] | None = None) -> tuple[int, float]:
     """The email task's retries and delay: ``RADAS_NOTIFY_RETRIES``, ``RADAS_NOTIFY_RETRY_DELAY_S``.
 
-    Bad values are reported in the log and replaced by the defaults (the report must still go).
+    A run checks both before it submits (``check_notify_retry_settings``). A value that went
+    bad after that is reported in the log and replaced by the default: the report must go.
 
     Example:
         >>> notify_retry_settings({"RADAS_NOTIFY_RETRIES": "1", "RADAS_NOTIFY_RETRY_DELAY_S": "0"})
@@ -186,30 +188,50 @@ def notify_retry_settings(environ: Mapping[str, str] | None = None) -> tuple[int
         >>> notify_retry_settings({})
         (2, 10.0)
     """
+    retries, delay, problems = _notify_retry_values(environ)
+    for problem in problems:
+        log.warning("%s; using the default.", problem)
+    return retries, delay
+
+
+def check_notify_retry_settings(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse a bad ``RADAS_NOTIFY_RETRIES`` or ``RADAS_NOTIFY_RETRY_DELAY_S``.
+
+    Raises:
+        RadasValueError: Naming the variable, its value and the fix.
+    """
+    from radas_flows.errors import RadasValueError
+
+    problems = _notify_retry_values(environ)[2]
+    if problems:
+        raise RadasValueError(
+            f"{problems[0]}: set it to a valid value or unset it (the defaults: "
+            f"RADAS_NOTIFY_RETRIES={DEFAULT_NOTIFY_RETRIES}, "
+            f"RADAS_NOTIFY_RETRY_DELAY_S={DEFAULT_NOTIFY_RETRY_DELAY_S:g})."
+        )
+
+
+def _notify_retry_values(environ: Mapping[str, str] | None) -> tuple[int, float, list[str]]:
     env = os.environ if environ is None else environ
     retries, delay = DEFAULT_NOTIFY_RETRIES, DEFAULT_NOTIFY_RETRY_DELAY_S
+    problems = []
     raw = env.get("RADAS_NOTIFY_RETRIES", "").strip()
     if raw:
         if raw.isdigit():
             retries = int(raw)
         else:
-            log.warning(
-                "RADAS_NOTIFY_RETRIES=%r is not a whole number >= 0; using %d.", raw, retries
-            )
+            problems.append(f"RADAS_NOTIFY_RETRIES={raw!r} is not a whole number >= 0")
     raw = env.get("RADAS_NOTIFY_RETRY_DELAY_S", "").strip()
     if raw:
         try:
             value = float(raw)
-            if not value >= 0:
-                raise ValueError(raw)
-            delay = value
         except ValueError:
-            log.warning(
-                "RADAS_NOTIFY_RETRY_DELAY_S=%r is not a number of seconds >= 0; using %g.",
-                raw,
-                delay,
-            )
-    return retries, delay
+            value = float("nan")
+        if value >= 0 and value != float("inf"):
+            delay = value
+        else:
+            problems.append(f"RADAS_NOTIFY_RETRY_DELAY_S={raw!r} is not a number of seconds >= 0")
+    return retries, delay, problems
 
 
 def summary_markdown(report: RunReport) -> str:

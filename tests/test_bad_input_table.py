@@ -140,6 +140,12 @@ CASES: list[Case] = [
     Case("env-clusters-file", "env", r"RADAS_CLUSTERS_FILE='/no/such/clusters\.toml' does not "
          r"name an existing file", {"run_with": "cluster:loopback"},
          env={"RADAS_CLUSTERS_FILE": "/no/such/clusters.toml"}),
+    Case("env-notify-retries", "env", r"RADAS_NOTIFY_RETRIES='twice' is not a whole number >= 0:"
+         r" set it to a valid value or unset it", {"email_notification_to_address": "a@b.com"},
+         env={"RADAS_NOTIFY_RETRIES": "twice"}),
+    Case("env-notify-delay", "env", r"RADAS_NOTIFY_RETRY_DELAY_S='-5' is not a number of "
+         r"seconds >= 0", {"email_notification_to_address": "a@b.com"},
+         env={"RADAS_NOTIFY_RETRY_DELAY_S": "-5"}),
     Case("env-smtp-port", "env", r"RADAS_SMTP_PORT='smtp' is not a port number",
          {"email_notification_to_address": "a@example.com"},
          env={"RADAS_SMTP_HOST": "127.0.0.1", "RADAS_SMTP_PORT": "smtp"}),

@@ -14,9 +14,14 @@ import seaborn as sns
 from ray import tune
 
 from radas_flows import run_experiment
-from radas_flows.errors import ExperimentStateError, RadasError
+from radas_flows.errors import ExperimentStateError, RadasError, RadasValueError
 from radas_flows.oom import OutOfMemoryCapError
-from radas_flows.report import RunReport, notify_retry_settings, run_outcome
+from radas_flows.report import (
+    RunReport,
+    check_notify_retry_settings,
+    notify_retry_settings,
+    run_outcome,
+)
 from tests import notify_trainables as nt
 from tests import prefect_reads as pr
 from tests.smtp_server import SmtpServer, free_local_port
@@ -140,6 +145,10 @@ def test_retry_settings_from_the_environment(caplog: pytest.LogCaptureFixture) -
         ) == (2, 10.0)
     assert "RADAS_NOTIFY_RETRIES='-1' is not a whole number" in caplog.text
     assert "RADAS_NOTIFY_RETRY_DELAY_S='soon' is not a number" in caplog.text
+    check_notify_retry_settings({"RADAS_NOTIFY_RETRIES": "3", "RADAS_NOTIFY_RETRY_DELAY_S": "1"})
+    for name, value in (("RADAS_NOTIFY_RETRIES", "-1"), ("RADAS_NOTIFY_RETRY_DELAY_S", "inf")):
+        with pytest.raises(RadasValueError, match=f"{name}={value!r}"):
+            check_notify_retry_settings({name: value})
 
 
 # ---------------------------------------------------------------------------------------------

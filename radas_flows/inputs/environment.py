@@ -62,6 +62,8 @@ def check_run_environment(*, email: bool, environ: Mapping[str, str] | None = No
         )
     results_root()  # RADAS_RESULTS_ROOT (read from os.environ)
     if email:
+        from radas_flows.report import check_notify_retry_settings
         from radas_flows.smtp_settings import resolve_smtp_settings
 
+        check_notify_retry_settings(env)
         resolve_smtp_settings()
