@@ -8,7 +8,6 @@ machine instead, and the error names that folder and the trials whose files are 
 from __future__ import annotations
 
 import errno
-import os
 import shutil
 import tempfile
 import time
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from radas_flows._artifacts import experiment_slug
 from radas_flows.errors import ResultsWriteError, causes
+from radas_flows.storage import cache_home
 
 if TYPE_CHECKING:
     from radas_flows.analysis import AnalysisResult
@@ -82,12 +82,12 @@ def missing_result_files(trial_paths: list[str]) -> list[str]:
 def rescue_dir(user_name: str, experiment_name: str) -> Path:
     """A new private folder (mode 0700) for what could not be written to the results folder.
 
-    Under ``~/.cache/radas_flows/rescued``, else under the system's temporary folder.
+    Under ``~/.cache/radas_flows/rescued`` (``$XDG_CACHE_HOME`` when set), else under the
+    system's temporary folder.
     """
     name = f"{experiment_slug(user_name, experiment_name, 80)}-{time.strftime('%Y%m%d-%H%M%S')}"
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     last: OSError | None = None
-    for base in (Path(cache) / "radas_flows" / "rescued", Path(tempfile.gettempdir())):
+    for base in (cache_home() / "radas_flows" / "rescued", Path(tempfile.gettempdir())):
         try:
             base.mkdir(parents=True, exist_ok=True, mode=0o700)
             return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=base))

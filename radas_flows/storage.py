@@ -208,4 +208,20 @@ class Storage:
         """
         if not self.is_remote:
             return self.path
-        return str(Path.home() / ".cache" / "radas" / user_name / full_name)
+        return str(cache_home() / "radas" / user_name / full_name)
+
+
+def cache_home() -> Path:
+    """The user's cache folder: ``$XDG_CACHE_HOME`` when set to an absolute path, else ``~/.cache``.
+
+    Example:
+        >>> import os
+        >>> os.environ["XDG_CACHE_HOME"] = "/fast/cache"
+        >>> str(cache_home())
+        '/fast/cache'
+        >>> del os.environ["XDG_CACHE_HOME"]
+    """
+    configured = os.environ.get("XDG_CACHE_HOME", "")
+    if os.path.isabs(configured):  # the XDG spec: a relative value is ignored
+        return Path(configured)
+    return Path.home() / ".cache"

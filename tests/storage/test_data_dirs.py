@@ -105,3 +105,16 @@ def test_user_name_must_be_a_string() -> None:
 @pytest.mark.parametrize("name", ["alice", "Bob_2", "a.b-c", "x" * 64, "0"])
 def test_valid_user_names_are_returned_unchanged(name: str) -> None:
     assert validate_user_name(name) == name
+
+
+def test_the_local_copy_of_a_remote_run_follows_xdg_cache_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from radas_flows.storage import Storage
+
+    remote = Storage("s3://bucket/ray-results/ann/exp")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert remote.output_dir("ann", "exp") == str(tmp_path / "xdg" / "radas" / "ann" / "exp")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # ignored, as the XDG spec says
+    assert remote.output_dir("ann", "exp") == str(Path.home() / ".cache/radas/ann/exp")
+    assert Storage(str(tmp_path / "local")).output_dir("ann", "exp") == str(tmp_path / "local")
