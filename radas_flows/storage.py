@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -211,17 +212,16 @@ class Storage:
         return str(cache_home() / "radas" / user_name / full_name)
 
 
-def cache_home() -> Path:
+def cache_home(environ: Mapping[str, str] | None = None) -> Path:
     """The user's cache folder: ``$XDG_CACHE_HOME`` when set to an absolute path, else ``~/.cache``.
 
     Example:
-        >>> import os
-        >>> os.environ["XDG_CACHE_HOME"] = "/fast/cache"
-        >>> str(cache_home())
+        >>> str(cache_home({"XDG_CACHE_HOME": "/fast/cache"}))
         '/fast/cache'
-        >>> del os.environ["XDG_CACHE_HOME"]
+        >>> cache_home({"XDG_CACHE_HOME": "cache"}) == Path.home() / ".cache"
+        True
     """
-    configured = os.environ.get("XDG_CACHE_HOME", "")
+    configured = (os.environ if environ is None else environ).get("XDG_CACHE_HOME", "")
     if os.path.isabs(configured):  # the XDG spec: a relative value is ignored
         return Path(configured)
     return Path.home() / ".cache"
