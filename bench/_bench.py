@@ -131,6 +131,8 @@ def _run_once(
     except subprocess.TimeoutExpired:
         proc.kill()
         stdout, stderr = proc.communicate()
+    finally:
+        cpu_s = sampler.stop() if sampler is not None else None
     elapsed = time.perf_counter() - start
     reported: dict[str, Any] = {}
     for line in stdout.splitlines():
@@ -139,8 +141,8 @@ def _run_once(
     if proc.returncode != 0 or not reported:
         tail = "\n".join((stdout + stderr).splitlines()[-40:])
         raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}):\n{tail}")
-    if sampler is not None:
-        reported["cpu_s"] = sampler.stop()
+    if cpu_s is not None:
+        reported["cpu_s"] = cpu_s
     return elapsed, reported
 
 
@@ -182,8 +184,8 @@ class CpuSampler:
             known = pid == self._root or pid in self._seen
             if not known and ppid != self._root and ppid not in self._seen:
                 continue
-            command = cmdline.decode(errors="replace")[:200] or self._seen.get(pid, (0, ""))[1]
-            before = self._seen.get(pid, (0.0, ""))[0]
+            before, command = self._seen.get(pid, (0.0, ""))
+            command = cmdline.decode(errors="replace")[:200] or command  # empty once a zombie
             self._seen[pid] = (max(before, seconds), command)
 
     def stop(self) -> dict[str, float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -226,8 +227,8 @@ def _notify_retry_values(environ: Mapping[str, str] | None) -> tuple[int, float,
         try:
             value = float(raw)
         except ValueError:
-            value = float("nan")
-        if value >= 0 and value != float("inf"):
+            value = -1.0
+        if 0 <= value < math.inf:  # also refuses nan
             delay = value
         else:
             problems.append(f"RADAS_NOTIFY_RETRY_DELAY_S={raw!r} is not a number of seconds >= 0")

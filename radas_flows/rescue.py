@@ -82,8 +82,8 @@ def missing_result_files(trial_paths: list[str]) -> list[str]:
 def rescue_dir(user_name: str, experiment_name: str) -> Path:
     """A new private folder (mode 0700) for what could not be written to the results folder.
 
-    Under ``~/.cache/radas_flows/rescued`` (``$XDG_CACHE_HOME`` when set), else under the
-    system's temporary folder.
+    Under ``radas_flows/rescued`` in the user's cache folder (``storage.cache_home``), else
+    under the system's temporary folder.
     """
     name = f"{experiment_slug(user_name, experiment_name, 80)}-{time.strftime('%Y%m%d-%H%M%S')}"
     last: OSError | None = None

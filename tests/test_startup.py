@@ -38,8 +38,8 @@ print("RESULT " + json.dumps({"user": loaded.username, "slugs": slugs}))
 """
 
 
-def _start(tmp_path: Path, **env: str) -> dict:
-    environment = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), **env}
+def _start(tmp_path: Path) -> dict:
+    environment = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
     environment.pop("PREFECT_API_URL", None)
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT],
