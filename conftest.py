@@ -16,6 +16,22 @@ from _pytest.doctest import DoctestItem
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long files first: a file with a ``longest`` test, then one with a ``slow`` test.
+
+    A parallel run (pytest-xdist ``--dist loadfile``) hands files to its workers in this
+    order, so the soak does not start last on one worker while the other has finished.
+    The order within a file, and among files of one kind, is unchanged.
+    """
+    kind: dict[str, int] = {}
+    for item in items:
+        rank = (
+            0 if item.get_closest_marker("longest") else 1 if item.get_closest_marker("slow") else 2
+        )
+        kind[item.path.as_posix()] = min(rank, kind.get(item.path.as_posix(), 2))
+    items.sort(key=lambda item: kind[item.path.as_posix()])
+
+
 @pytest.fixture(autouse=True)
 def _doctest_environment(request: pytest.FixtureRequest) -> Iterator[None]:
     """Give each docstring example no SMTP settings and private temporary folders.

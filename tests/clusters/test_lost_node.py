@@ -24,7 +24,14 @@ from tests.clusters.loopback_ray import (
     stop_head,
 )
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.usefixtures("radas_env")]
+# Serial: under a parallel suite's load the stopper thread once missed every trial on the
+# worker node (each runs 4 s), so the node was never stopped mid-trial.
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.serial,
+    pytest.mark.usefixtures("radas_env"),
+]
 
 CONFIGS = 5
 

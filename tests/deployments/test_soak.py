@@ -14,7 +14,7 @@ import pytest
 
 from tests.deployments.conftest import Server, wait_final
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.slow, pytest.mark.longest, pytest.mark.timeout(2400)]
 
 RUNS = 20
 TRAINABLE = "tests.trainables_for_tests:returning"
