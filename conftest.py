@@ -23,13 +23,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     order, so the soak does not start last on one worker while the other has finished.
     The order within a file, and among files of one kind, is unchanged.
     """
-    kind: dict[str, int] = {}
+    rank: dict[Path, int] = {}
     for item in items:
-        rank = (
+        mine = (
             0 if item.get_closest_marker("longest") else 1 if item.get_closest_marker("slow") else 2
         )
-        kind[item.path.as_posix()] = min(rank, kind.get(item.path.as_posix(), 2))
-    items.sort(key=lambda item: kind[item.path.as_posix()])
+        rank[item.path] = min(mine, rank.get(item.path, mine))
+    items.sort(key=lambda item: rank[item.path])
 
 
 @pytest.fixture(autouse=True)
