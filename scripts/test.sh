@@ -18,6 +18,9 @@ if [[ $# -gt 0 ]]; then
   exec "$python" -m pytest "$@"
 fi
 status=0
-"$python" -m pytest -n "${RADAS_TEST_WORKERS:-2}" --dist loadfile -m "not serial" || status=$?
+# --no-loadscope-reorder: files go out in the order conftest.py sorts them (long files first);
+# xdist's own reordering, by number of tests, would start the one-test soak last.
+"$python" -m pytest -n "${RADAS_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder \
+  -m "not serial" || status=$?
 "$python" -m pytest -m serial || status=$((status ? status : $?))
 exit "$status"

@@ -123,7 +123,7 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
         PREFECT_API_URL=f"{url}/api",
-        PREFECT_WORKER_QUERY_SECONDS="2",
+        PREFECT_WORKER_QUERY_SECONDS="1",
         RADAS_LOCAL_NUM_CPUS="2",
         RADAS_RESULTS_ROOT=str(base / "results"),
         RADAS_NIGHTLY_PARALLEL="2",
@@ -183,7 +183,7 @@ def wait_final(server: Server, flow_run_id: str, timeout: float = 240) -> dict[s
         if time.monotonic() > deadline:
             worker_log = tail(server.home / "worker.log", 80)
             raise TimeoutError(f"flow run {run['name']} stuck in {run['state']}:\n{worker_log}")
-        time.sleep(1)
+        time.sleep(0.25)
 
 
 def create_run(server: Server, deployment: str, parameters: dict[str, Any]) -> dict[str, Any]:
