@@ -19,8 +19,10 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Long files first: a file with a ``longest`` test, then one with a ``slow`` test.
 
-    A parallel run (pytest-xdist ``--dist loadfile``) hands files to its workers in this
-    order, so the soak does not start last on one worker while the other has finished.
+    A parallel run (pytest-xdist ``--dist loadfile --no-loadscope-reorder``, as
+    ``scripts/test.sh`` runs it) hands files to its workers in this order, so the soak does
+    not start last on one worker while the other has finished. Without that option, xdist
+    hands out the files with the most tests first instead.
     The order within a file, and among files of one kind, is unchanged.
     """
     rank: dict[Path, int] = {}
