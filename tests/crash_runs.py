@@ -48,6 +48,16 @@ DRIVER = textwrap.dedent(f"""
 """)
 
 
+def dead_holder_freed(experiment: str) -> str:
+    """What the next run logs on finding the lock's holder dead (a regular expression).
+
+    It releases the dead holder's slot, or finds that the server already freed it: a loaded
+    server can take longer to answer than the holder's 60 s lease lasts.
+    """
+    freed = r"(?:Released the lock|The lock) of experiment"
+    return rf"{freed} '{experiment}' .*: its process \d+ on .* has exited"
+
+
 def _env(tmp_path: Path, api_url: str | None = None, **extra: str) -> dict[str, str]:
     """A private ephemeral Prefect (its own PREFECT_HOME), or ``api_url``; a results root."""
     env = {

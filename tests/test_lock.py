@@ -163,6 +163,51 @@ def test_a_live_holder_elsewhere_blocks_and_one_whose_flow_run_crashed_does_not(
     assert "its flow run 'elsewhere'" in lock_log.text and "is Crashed" in lock_log.text
 
 
+@pytest.mark.usefixtures("prefect_api")
+def test_a_holder_whose_lease_expired_is_cleared_if_gone_and_kept_if_alive(
+    lock_log: _Lines,
+) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency._sync import release_concurrency_slots_with_lease
+    from prefect.states import Running
+
+    from radas_flows.concurrency import _read_limit
+
+    @flow(name="lock-holder-expired")
+    def placeholder() -> None:
+        pass
+
+    # A killed run whose lease the server let expire before the next run came (a loaded
+    # server can take longer than the 60 s lease to answer): the slot is free, the record
+    # stays and its flow run is still Running.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(placeholder, name="expired", state=Running())
+    name = experiment_lock_name("u", "_p_expired", "expired")
+    lease = _hold_elsewhere(name, {**this_holder(run.id), "pid": dead.pid})
+    release_concurrency_slots_with_lease(lease)  # what the server does when a lease expires
+    with experiment_lock(**_lock("expired"), wait_s=0):
+        mine, _ = read_record(name)
+        assert mine is not None and mine["pid"] == os.getpid()
+    assert f"held by flow run {run.id} (process {dead.pid} on" in lock_log.text
+    assert "had expired: its process" in lock_log.text
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run.id).state
+    assert state is not None and state.type.value == "CRASHED", state
+
+    # A holder on another machine that still renews its record keeps the experiment.
+    name = experiment_lock_name("u", "_p_alive", "alive")
+    lease = _hold_elsewhere(name, {**this_holder(None), "host": "another-machine", "pid": 1})
+    release_concurrency_slots_with_lease(lease)
+    busy = pytest.raises(ExperimentBusyError, match="Experiment 'alive' of user 'u' is already")
+    with busy, experiment_lock(**_lock("alive"), wait_s=0):
+        pass
+    limit = _read_limit(name)
+    assert limit is not None and limit.active_slots == 0  # the slot was given back
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_api")
 def test_a_holder_elsewhere_that_stops_renewing_is_released_after_the_bound(

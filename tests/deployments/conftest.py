@@ -34,12 +34,13 @@ class Server:
     def api(self) -> str:
         return f"{self.url}/api"
 
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def send(self, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
         """Call the REST API; retry what Prefect's own client retries (SQLite busy: 503).
 
-        A GET that times out is retried too: on a loaded 2-CPU machine the server can stall
-        for a while (it is busy with the worker's runs and their Ray), and reading is safe to
-        repeat.
+        Prefect's server answers 503 when SQLite stayed locked past its busy timeout (a loaded
+        server: PrefectHQ/prefect#16299); nothing was written then, so a retry is safe. A GET
+        that times out is retried too: on a loaded 2-CPU machine the server can stall for a
+        while (it is busy with the worker's runs and their Ray), and reading is safe to repeat.
         """
         for attempt in range(10):
             try:
@@ -52,6 +53,11 @@ class Server:
             if response.status_code not in (429, 502, 503) or attempt == 9:
                 break
             time.sleep(0.5 * (attempt + 1))
+        return response
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """``send``, raising on an error status; the JSON answer."""
+        response = self.send(method, path, body)
         response.raise_for_status()
         return response.json()
 
@@ -123,7 +129,10 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
         PREFECT_API_URL=f"{url}/api",
-        PREFECT_WORKER_QUERY_SECONDS="1",
+        # Each poll writes to the server's SQLite; every 2 s keeps the writes few.
+        PREFECT_WORKER_QUERY_SECONDS="2",
+        # A request refused with 503 (SQLite locked) is logged in server.log.
+        PREFECT_SERVER_LOG_RETRYABLE_ERRORS="true",
         RADAS_LOCAL_NUM_CPUS="2",
         RADAS_RESULTS_ROOT=str(base / "results"),
         RADAS_NIGHTLY_PARALLEL="2",

@@ -41,10 +41,8 @@ def _parameters(case_id: str) -> dict[str, Any]:
 
 def _create(server: Server, parameters: dict[str, Any]) -> httpx.Response:
     found = server.get("/deployments/name/radas/sweep")
-    return httpx.post(
-        f"{server.api}/deployments/{found['id']}/create_flow_run",
-        json={"parameters": parameters},
-        timeout=60,
+    return server.send(
+        "POST", f"/deployments/{found['id']}/create_flow_run", {"parameters": parameters}
     )
 
 
