@@ -146,9 +146,22 @@ def _server_credentials(settings: SmtpSettings) -> EmailServerCredentials:
 
 
 def _connect(settings: SmtpSettings) -> smtplib.SMTP:
-    """Connect (TLS as the settings say) and log in, through prefect-email's ``get_server``."""
-    with _default_timeout(settings.timeout):
-        return _server_credentials(settings).get_server()
+    """Connect (TLS as the settings say) and log in, through prefect-email's ``get_server``.
+
+    When the login or STARTTLS fails, ``get_server`` raises with its half-open connection
+    still in its frame, which the error's traceback keeps alive: close it here.
+    """
+    try:
+        with _default_timeout(settings.timeout):
+            return _server_credentials(settings).get_server()
+    except BaseException as e:
+        tb = e.__traceback__
+        while tb is not None:
+            for value in list(tb.tb_frame.f_locals.values()):
+                if isinstance(value, smtplib.SMTP):
+                    value.close()
+            tb = tb.tb_next
+        raise
 
 
 def _deliver(settings: SmtpSettings, msg: EmailMessage) -> None:

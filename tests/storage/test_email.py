@@ -126,6 +126,15 @@ def test_rejected_login_names_user_never_password(
     assert smtp_credentials.password not in _full_text(info.value)
     assert f"127.0.0.1:{server.port}" in str(info.value)
     assert server.messages == []
+    # The refused connection is closed, though the error (and its cause's traceback) lives on.
+    import psutil
+
+    open_to_server = [
+        c
+        for c in psutil.Process().net_connections(kind="tcp")
+        if c.raddr and c.raddr.port == server.port and c.status == psutil.CONN_ESTABLISHED
+    ]
+    assert open_to_server == [], open_to_server
 
 
 def test_unreachable_server_clear_error_fast_without_password(
