@@ -17,6 +17,7 @@ from radas_flows._artifacts import run_logger
 from radas_flows.errors import RadasError, RadasValueError
 from radas_flows.lock_holder import (
     HOLDER_STALE_S,
+    clear_expired,
     delete_record,
     describe,
     gone_reason,
@@ -230,31 +231,6 @@ def _take_over(name: str, stale: dict[str, Any] | None, reason: str, experiment:
                 client.delete_global_concurrency_limit_by_name(marker)
 
 
-def _expired_holder(name: str, lease_id: Any, experiment: str) -> dict[str, Any] | None:
-    """After taking the slot: the holder whose lease expired, if it still lives; else ``None``.
-
-    The server frees a slot whose lease nobody renews, but the holder's record stays. A
-    holder that is gone is cleared (its flow run marked Crashed when its death is proven);
-    one that still renews its record keeps the experiment, so the slot is given back.
-    """
-    from prefect.concurrency._sync import release_concurrency_slots_with_lease
-
-    previous, age = read_record(name)
-    if previous is None:
-        return None
-    reason = gone_reason(previous, age)
-    if not reason:
-        release_concurrency_slots_with_lease(lease_id)
-        return previous
-    delete_record(name, previous.get("token"))
-    crashed = mark_crashed(previous, reason)
-    run_logger(__name__).warning(
-        f"The lock of experiment {experiment!r} ({name!r}) held by {describe(previous)} had "
-        f"expired: {reason}{'; its flow run is now marked Crashed' if crashed else ''}."
-    )
-    return None
-
-
 def _try_acquire(
     name: str, record: dict[str, Any], experiment: str, flow_run_id: UUID | None
 ) -> tuple[Any, dict[str, Any] | None]:
@@ -264,7 +240,10 @@ def _try_acquire(
     """
     from prefect.client.schemas.objects import ConcurrencyLeaseHolder
     from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
-    from prefect.concurrency._sync import acquire_concurrency_slots_with_lease
+    from prefect.concurrency._sync import (
+        acquire_concurrency_slots_with_lease,
+        release_concurrency_slots_with_lease,
+    )
 
     holder = ConcurrencyLeaseHolder(type="flow_run", id=flow_run_id) if flow_run_id else None
     blocker: dict[str, Any] | None = None
@@ -281,8 +260,9 @@ def _try_acquire(
                     holder=holder,
                     suppress_warnings=True,
                 )
-                previous = _expired_holder(name, response.lease_id, experiment)
-                if previous is not None:
+                previous = clear_expired(name, experiment)
+                if previous is not None:  # its holder lives on: give the slot back
+                    release_concurrency_slots_with_lease(response.lease_id)
                     return None, previous
                 return response.lease_id, None
             except ConcurrencySlotAcquisitionError as e:

@@ -219,3 +219,27 @@ def mark_crashed(record: Mapping[str, Any], reason: str) -> bool:
         return True
     except Exception:
         return False
+
+
+def clear_expired(name: str, experiment: str) -> dict[str, Any] | None:
+    """After taking lock ``name``'s free slot: the previous holder, if it lives on; else ``None``.
+
+    The server frees a slot whose lease nobody renews, but the holder's record stays. A
+    holder that is gone is cleared, with a warning (its flow run marked Crashed when its
+    death is proven); one that still renews its record is returned: it keeps the experiment.
+    """
+    from radas_flows._artifacts import run_logger
+
+    previous, age = read_record(name)
+    if previous is None:
+        return None
+    reason = gone_reason(previous, age)
+    if not reason:
+        return previous
+    delete_record(name, previous.get("token"))
+    crashed = mark_crashed(previous, reason)
+    run_logger("radas_flows.concurrency").warning(  # where the lock's other messages go
+        f"The lock of experiment {experiment!r} ({name!r}) held by {describe(previous)} had "
+        f"expired: {reason}{'; its flow run is now marked Crashed' if crashed else ''}."
+    )
+    return None
