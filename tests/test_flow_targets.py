@@ -280,10 +280,11 @@ class TestFlowOnEachPlacement:
                 first.wait(timeout=60)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(first.pid, signal.SIGKILL)  # its Prefect server
-        # Trials 0 and 1 finished; 2 and 3 were cut off. While Tune stops, it may also start
-        # 4 or 5 in the CPU a stopped trial freed; they are cut off too.
+        # Trials 0 and 1 finished; two of 2 to 5 were cut off (Tune picks which). While it
+        # stops, Tune may start another in the CPU a stopped trial freed; it is cut off too.
         before = Counter(counts(count_file))
-        assert {"0", "1", "2", "3"} <= set(before) <= {"0", "1", "2", "3", "4", "5"}, before
+        assert {"0", "1"} <= set(before) and len(before) >= 4, before
+        assert set(before.values()) == {1}, before
         # What finished is analyzed; trials the stop cut off or never started have no score.
         scored = stopped["df"].dropna(subset=["score"])
         assert sorted(scored["score"]) == [0, 1], stopped["df"]
