@@ -251,6 +251,11 @@ def radas(
     )
     spec = build_spec(**arguments, cwd=cwd)
     check_run_environment(email=spec.email_notification_to_address is not None)
+    from radas_flows.targets import target_for
+
+    # A local Ray starts in the background while the lock is taken and the target checked
+    # (``run_experiment`` has started it already, beside the temporary server).
+    target_for(spec.target).prepare(spec)
     from radas_flows.inputs.deployment_defaults import deployment_notes
 
     # A run of another trainable that kept the deployment's tuner, plot or space is told so.

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,8 @@ POLL_SECONDS = 1.0
 
 #: How long a local Ray may take to release the resources of the runs that ended before it.
 RELEASE_WAIT_S = 30.0
+#: Ray's switch of its multi-node mode; where set, the local Ray listens as Ray decides.
+ENABLE_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 _ray_env_lock = threading.RLock()
 _our_ray_runtime_env: dict[str, Any] | None = None
@@ -282,14 +285,15 @@ def _init_local_ray(wanted: dict[str, Any], resources: tuple[int, int]) -> None:
     import ray
 
     cpus, gpus = resources
-    ray.init(
-        address="local",
-        num_cpus=cpus,
-        num_gpus=gpus or None,
-        include_dashboard=False,
-        runtime_env=wanted or None,
-        logging_level=logging.WARNING,
-    )
+    with _loopback_only():
+        ray.init(
+            address="local",
+            num_cpus=cpus,
+            num_gpus=gpus or None,
+            include_dashboard=False,
+            runtime_env=wanted or None,
+            logging_level=logging.WARNING,
+        )
     if _our_ray_runtime_env is None:
         import atexit
 
@@ -298,6 +302,29 @@ def _init_local_ray(wanted: dict[str, Any], resources: tuple[int, int]) -> None:
         atexit.register(_shutdown_our_ray)
     _our_ray_runtime_env = wanted
     _our_ray_resources = resources
+
+
+@contextlib.contextmanager
+def _loopback_only() -> Iterator[None]:
+    """Start the private local Ray on 127.0.0.1 only, as Ray's single-node mode does.
+
+    On Linux Ray replaces 127.0.0.1 by the machine's address and its servers (GCS, raylet,
+    agents, workers) listen on every interface of a shared machine, although nothing outside
+    this machine joins a local Ray. Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once at
+    import, so its value is set for the start only; where the user set that variable, Ray's
+    own choice stands.
+    """
+    from ray._private import ray_constants
+
+    if ENABLE_CLUSTER_ENV in os.environ:
+        yield
+        return
+    before = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before
 
 
 _owner_calls: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
