@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import gc
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 __all__ = ["trials_frame"]
@@ -22,6 +24,23 @@ def _column(values: Sequence[Any], rows: Any) -> Any:
     return series.iloc[rows].reset_index(drop=True)
 
 
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    """No cyclic garbage collection while the frame is built.
+
+    Concatenating 10,000 per-trial frames allocates enough objects to start many full
+    collections, each walking every object of those frames: at 10,000 trials x 20 rows that
+    was 60% of the concat's time here. Nothing built here is a reference cycle.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def trials_frame(
     histories: Sequence[Any],
     trial_ids: Sequence[str],
@@ -35,6 +54,17 @@ def trials_frame(
     column where that trial's rows lack it; ``cpus`` (if given) fills ``cpu_per_trial``.
     Columns come out as :meth:`radas_flows.tuner.Tuner.get_dataframe` documents them.
     """
+    with _no_collection():
+        return _build(histories, trial_ids, statuses, configs, cpus)
+
+
+def _build(
+    histories: Sequence[Any],
+    trial_ids: Sequence[str],
+    statuses: Sequence[str],
+    configs: Sequence[Mapping[str, Any]],
+    cpus: Callable[[str], Any] | None,
+) -> Any:
     import numpy as np
     import pandas as pd
 
