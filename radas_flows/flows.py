@@ -251,11 +251,6 @@ def radas(
     )
     spec = build_spec(**arguments, cwd=cwd)
     check_run_environment(email=spec.email_notification_to_address is not None)
-    from radas_flows.targets import target_for
-
-    # A local Ray starts in the background while the lock is taken and the target checked
-    # (``run_experiment`` has started it already, beside the temporary server).
-    target_for(spec.target).prepare(spec)
     from radas_flows.inputs.deployment_defaults import deployment_notes
 
     # A run of another trainable that kept the deployment's tuner, plot or space is told so.
@@ -264,6 +259,11 @@ def radas(
 
     flow_run_id = _label_flow_run(spec)
     with _experiment_lock(spec, flow_run_id), tags(*run_tags(spec)):
+        from radas_flows.targets import target_for
+
+        # The local Ray starts in the background while the target is checked
+        # (``run_experiment`` has started it already, beside the temporary server).
+        target_for(spec.target).prepare(spec)
         try:
             result = run_spec(spec)
         except Exception as e:
