@@ -310,16 +310,21 @@ def _loopback_only() -> Iterator[None]:
 
     On Linux Ray replaces 127.0.0.1 by the machine's address and its servers (GCS, raylet,
     agents, workers) listen on every interface of a shared machine, although nothing outside
-    this machine joins a local Ray. Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once at
-    import, so its value is set for the start only; where the user set that variable, Ray's
-    own choice stands.
+    this machine joins a local Ray. Ray reads ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` once, at
+    import, into a constant; that constant is switched off for the start only (a Ray without
+    it starts as Ray decides; tests/test_local_ray_loopback.py notices). Where the user set
+    the variable, Ray's own choice stands.
     """
-    from ray._private import ray_constants
+    import importlib
 
-    if ENABLE_CLUSTER_ENV in os.environ:
+    try:
+        ray_constants: Any = importlib.import_module("ray._private.ray_constants")
+    except ImportError:
+        ray_constants = None
+    before = getattr(ray_constants, "ENABLE_RAY_CLUSTER", None)
+    if ENABLE_CLUSTER_ENV in os.environ or before is None:
         yield
         return
-    before = ray_constants.ENABLE_RAY_CLUSTER
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         yield
