@@ -41,13 +41,16 @@ def private_local_ray(num_cpus: int, **init_kwargs: Any) -> Iterator[Any]:
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        log_to_driver=False,
-        **init_kwargs,
-    )
+    from radas_flows.targets.local import _loopback_only
+
+    with _loopback_only():  # on 127.0.0.1 only, as the product's local Ray
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            **init_kwargs,
+        )
     try:
         yield ray
     finally:

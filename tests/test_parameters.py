@@ -1046,7 +1046,10 @@ def local_ray() -> Any:
     if ray.is_initialized():  # a local Ray of earlier tests in this session
         yield ray
         return
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from radas_flows.targets.local import _loopback_only
+
+    with _loopback_only():  # on 127.0.0.1 only, as the product's local Ray
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -23,13 +23,10 @@ def local_ray(s3_bucket: str) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    ray.init(
-        address="local",
-        num_cpus=1,
-        include_dashboard=False,
-        log_to_driver=False,
-        _node_ip_address="127.0.0.1",
-    )
+    from radas_flows.targets.local import _loopback_only
+
+    with _loopback_only():  # on 127.0.0.1 only, as the product's local Ray
+        ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         yield
     finally:
