@@ -41,6 +41,7 @@ def _no_collection() -> Iterator[None]:
             gc.enable()
 
 
+@_no_collection()
 def trials_frame(
     histories: Sequence[Any],
     trial_ids: Sequence[str],
@@ -54,17 +55,6 @@ def trials_frame(
     column where that trial's rows lack it; ``cpus`` (if given) fills ``cpu_per_trial``.
     Columns come out as :meth:`radas_flows.tuner.Tuner.get_dataframe` documents them.
     """
-    with _no_collection():
-        return _build(histories, trial_ids, statuses, configs, cpus)
-
-
-def _build(
-    histories: Sequence[Any],
-    trial_ids: Sequence[str],
-    statuses: Sequence[str],
-    configs: Sequence[Mapping[str, Any]],
-    cpus: Callable[[str], Any] | None,
-) -> Any:
     import numpy as np
     import pandas as pd
 
