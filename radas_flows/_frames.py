@@ -24,6 +24,73 @@ def _column(values: Sequence[Any], rows: Any) -> Any:
     return series.iloc[rows].reset_index(drop=True)
 
 
+def _concat(frames: Sequence[Any]) -> Any:
+    """``pd.concat(frames, ignore_index=True, sort=False)``, quicker for many alike frames.
+
+    Tune hands over one small frame per trial. Where all of them share columns and storage
+    layout (a trainable that reports the same metrics each time), each storage block is joined
+    once with numpy (0.7 s for 10,000 trials x 20 rows here, against 3.0 s for ``pd.concat``,
+    which pays ~0.3 ms a frame). That reads pandas' block layout, which is not public API: any
+    frame that differs, or a pandas whose layout is not as expected, takes ``pd.concat``.
+    """
+    import pandas as pd
+
+    try:
+        joined = _concat_alike(frames)
+    except (AttributeError, TypeError, ValueError):
+        joined = None
+    if joined is None:
+        return pd.concat(frames, ignore_index=True, sort=False)
+    return joined
+
+
+def _concat_alike(frames: Sequence[Any]) -> Any:
+    """The frames joined block by block, or None when they are not all laid out alike."""
+    import numpy as np
+    import pandas as pd
+
+    first = frames[0]
+    columns = first.columns
+    if len(frames) < 2 or not columns.is_unique:
+        return None
+    labels = columns.tolist()
+    layout = [(b.dtype, b.mgr_locs.as_array.tobytes()) for b in first._mgr.blocks]
+    parts: list[list[Any]] = [[] for _ in layout]
+    for frame in frames:
+        blocks = frame._mgr.blocks
+        index = frame.columns
+        if len(blocks) != len(layout) or index.dtype != columns.dtype or index.tolist() != labels:
+            return None
+        for (dtype, locs), block, part in zip(layout, blocks, parts, strict=True):
+            if block.dtype is not dtype and block.dtype != dtype:
+                return None
+            if block.mgr_locs.as_array.tobytes() != locs:
+                return None
+            part.append(block.values)
+    data: dict[int, Any] = {}
+    for (_, locs), part in zip(layout, parts, strict=True):
+        where = np.frombuffer(locs, dtype=np.intp)
+        if isinstance(part[0], np.ndarray) and part[0].ndim == 2:
+            joined = np.concatenate(part, axis=1)
+            data.update((int(loc), joined[i]) for i, loc in enumerate(where))
+        elif getattr(part[0], "ndim", 0) == 2:  # datetimes, timedeltas, periods
+            joined = type(part[0])._concat_same_type(part, axis=1)
+            data.update((int(loc), joined[i]) for i, loc in enumerate(where))
+        elif getattr(part[0], "ndim", 0) == 1 and len(where) == 1:
+            data[int(where[0])] = type(part[0])._concat_same_type(part)
+        else:
+            return None
+    if sorted(data) != list(range(len(columns))):
+        return None
+    dtypes = first.dtypes
+    joined_frame = pd.DataFrame(
+        {i: pd.Series(data[i], dtype=dtypes.iloc[i], copy=False) for i in range(len(columns))},
+        copy=False,
+    )
+    joined_frame.columns = columns
+    return joined_frame
+
+
 @contextlib.contextmanager
 def _no_collection() -> Iterator[None]:
     """No cyclic garbage collection while the frame is built.
@@ -62,7 +129,7 @@ def trials_frame(
         return pd.DataFrame()
     lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
     rows = np.repeat(np.arange(len(histories)), lengths)
-    df = pd.concat(histories, ignore_index=True, sort=False)
+    df = _concat(histories)
     df["trial_id"] = _column(trial_ids, rows)
     df["trial_status"] = _column(statuses, rows)
     if cpus is not None:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from pandas.testing import assert_frame_equal
 
-from radas_flows._frames import trials_frame
+from radas_flows._frames import _concat, _concat_alike, trials_frame
 
 
 def per_trial_frame(
@@ -71,3 +71,54 @@ def test_many_uniform_trials() -> None:
     plain = per_trial_frame(histories, ids, ["TERMINATED"] * 50, configs, None)
     assert_frame_equal(fast[list(plain.columns)], plain)
     assert len(fast) == 150 and fast["config/i"].tolist()[:4] == [0, 0, 0, 1]
+
+
+def _reported(i: int, rows: int = 3) -> pd.DataFrame:
+    """A trial's frame with a column of each kind Tune's frames and users' metrics hold."""
+    return pd.DataFrame(
+        {
+            "score": [i + 0.5 * r for r in range(rows)],
+            "step": list(range(rows)),
+            "checkpoint_dir_name": [None] * rows,
+            "done": [r == rows - 1 for r in range(rows)],
+            "hostname": pd.Series(([f"h{i}"] * rows + [None])[1:], dtype="str"),
+            "when": pd.date_range("2026-01-01", periods=rows, freq="s", tz="UTC"),
+            "kind": pd.Categorical(["a"] * rows),
+            "count": pd.array([i] * rows, dtype="Int64"),
+            "note": [{"k": i}] * rows,
+        }
+    )
+
+
+LAYOUTS = {
+    "alike": [_reported(i) for i in range(6)],
+    "one frame": [_reported(0)],
+    "an empty frame among them": [_reported(0), _reported(1, rows=0), _reported(2)],
+    "another column order": [_reported(0), _reported(1)[["step", "score"]], _reported(2)],
+    "a missing column": [_reported(0), _reported(1).drop(columns="done"), _reported(2)],
+    "another dtype": [_reported(0), _reported(1).astype({"step": "float64"}), _reported(2)],
+    "another layout": [_reported(0), pd.concat([_reported(1)], axis=1).copy(), _reported(2)],
+    "repeated column names": [
+        pd.DataFrame([[1, 2.0]], columns=["a", "a"]),
+        pd.DataFrame([[3, 4.0]], columns=["a", "a"]),
+    ],
+    "errored trials (one empty row)": [_reported(0), pd.DataFrame([{}]), _reported(2)],
+}
+
+
+@pytest.mark.parametrize("name", LAYOUTS)
+def test_the_join_is_pandas_concat(name: str) -> None:
+    frames = LAYOUTS[name]
+    originals = [f.copy() for f in frames]
+    joined = _concat(frames)
+    assert_frame_equal(joined, pd.concat(frames, ignore_index=True, sort=False), check_exact=True)
+    for frame, original in zip(frames, originals, strict=True):
+        assert_frame_equal(frame, original)  # the trials' own frames are left as they were
+    joined.iloc[0, 0] = None  # and share no memory with the result
+    assert_frame_equal(frames[0], originals[0])
+
+
+def test_alike_frames_are_joined_block_by_block() -> None:
+    """The quick path is taken for alike frames (so the test above compares it with pandas)."""
+    assert _concat_alike(LAYOUTS["alike"]) is not None
+    assert _concat_alike(LAYOUTS["another column order"]) is None
