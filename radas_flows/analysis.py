@@ -103,6 +103,8 @@ def analyze_results(tuner: Tuner, options: AnalysisOptions, out_dir: str | None)
     import matplotlib.pyplot as plt
     import seaborn as sns
 
+    from radas_flows._artifacts import draw_png
+
     try:
         with mpl.rc_context():
             processed = options.process_sns_fn(sns)
@@ -122,7 +124,7 @@ def analyze_results(tuner: Tuner, options: AnalysisOptions, out_dir: str | None)
                     figure_path = str(Path(out_dir) / f"{FIGURE_STEM}.{options.plot_format}")
                     fig.savefig(figure_path, format=options.plot_format, bbox_inches="tight")
                 preview = str(Path(out_dir) / f"{FIGURE_STEM}_preview.png")
-                fig.savefig(preview, format="png", dpi=80, bbox_inches="tight")
+                Path(preview).write_bytes(draw_png(fig, dpi=80))
             # Detach from pyplot (no figure piles up over many runs); the Figure stays usable.
             plt.close(fig)
     except Exception as e:

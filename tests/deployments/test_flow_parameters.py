@@ -428,3 +428,27 @@ def test_figure_markdown_embeds_a_png() -> None:
     assert encoded is not None
     assert base64.b64decode(encoded.group(1))[:4] == b"\x89PNG"
     assert text.startswith("# lr sweep\n") and "Saved as `/r/u/x/radas_figure.svg`" in text
+
+
+def test_the_figure_artifact_shows_the_preview_the_analysis_drew() -> None:
+    """The analysis draws the preview PNG once; the figure's artifact shows those bytes once."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from radas_flows._artifacts import draw_png, figure_markdown
+
+    def shown(text: str) -> bytes:
+        encoded = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)\)", text)
+        assert encoded is not None
+        return base64.b64decode(encoded.group(1))
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [3, 4])
+    preview = draw_png(fig, dpi=80)
+    ax.plot([1, 2], [4, 3])  # drawn afterwards: not in the preview
+    assert shown(figure_markdown(fig, "x")) == preview
+    again = shown(figure_markdown(fig, "x"))  # kept for one artifact only: drawn anew
+    plt.close(fig)
+    assert again != preview and again[:4] == b"\x89PNG"
