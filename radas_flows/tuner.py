@@ -244,7 +244,7 @@ class Tuner:
         histories, ids, statuses, configs = [], [], [], []
         for result, trial_id, config, status in self._rows():
             history = result.metrics_dataframe
-            if history is None or history.empty:
+            if history is None or 0 in history.shape:  # no rows or no columns (`.empty`)
                 reported = {} if result.error else _flat_metrics(result.metrics or {})
                 history = pd.DataFrame([reported])
             histories.append(history)
