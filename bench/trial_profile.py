@@ -1,14 +1,15 @@
 """Profile: where each millisecond per trial goes in Tune's driver, ours and plain Tune's.
 
 Runs ``N`` trivial trials (default 300) through ``run_experiment`` and as a plain Ray Tune
-script (``reuse_actors=True``) under ``py-spy record --idle --threads`` (wall-clock samples
-of every thread), then splits the samples of the thread that runs Tune's loop (``fit()``:
-plain Tune's main thread, our ``radas-driver-*`` thread) into: result logging (Tune's
-JSON/CSV/TensorBoard loggers), experiment-state snapshots, console output, our callbacks,
-waiting for trial results (``ray.wait`` and the actor manager's idle time), and the rest of
-Tune's controller. Each share is scaled to the Tune run's measured time and divided by N:
-milliseconds per trial. The samples are written to ``bench/results/trial_profile-*.txt``
-(py-spy's raw, "collapsed" format; feed them to a flame graph tool).
+script (``reuse_actors=True``) under ``py-spy record --nonblocking --idle --threads``
+(wall-clock samples of every thread), then splits the samples of the thread that runs Tune's
+loop (``fit()``: plain Tune's main thread, our ``radas-driver-*`` thread) into: result
+logging (Tune's JSON/CSV/TensorBoard loggers), experiment-state snapshots, console output,
+our callbacks, waiting for trial results (``ray.wait`` and the actor manager's idle time),
+and the rest of Tune's controller. Each share is scaled to the Tune run's measured time and
+divided by N: milliseconds per trial. The samples are written to
+``bench/results/trial_profile-*.txt`` (py-spy's raw, "collapsed" format; feed them to a flame
+graph tool).
 
 Run: ``python bench/trial_profile.py`` (about 2 minutes alone; ``--quick``: N = 100).
 """
@@ -66,6 +67,9 @@ def profile(kind: str, n: int, out: Path) -> dict[str, object]:
     cmd = [
         py_spy,
         "record",
+        # Sampling without pausing the process: a pause per sample costs more the more
+        # threads a process has (ours has about 24, plain Tune about 11), which inflated ours.
+        "--nonblocking",
         "--idle",
         "--threads",
         "--rate",
