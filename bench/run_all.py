@@ -1,7 +1,7 @@
 """Run every benchmark, one after the other, then render BENCHMARKS.md's table.
 
-Run alone on the machine (nothing else busy): ``python bench/run_all.py`` (about 20 minutes
-on 2 CPUs); ``--quick`` for a smoke run (a few minutes); ``--only per_trial,analysis``.
+Run alone on the machine (nothing else busy): ``python bench/run_all.py`` (25 to 30
+minutes on 2 CPUs); ``--quick`` for a smoke run (a few minutes); ``--only per_trial,analysis``.
 Each benchmark writes ``bench/results/<name>.json``; a failed one is reported and the
 others still run.
 """
@@ -26,7 +26,7 @@ SUITE: list[tuple[str, list[str]]] = [
     ("analysis", []),
     ("cluster_path", []),
     ("monitoring", []),
-    # 10 trials x 2 s keeps the suite near 20 minutes (the script's default is ~16 min alone).
+    # 10 trials x 2 s keeps the suite under half an hour (the script's default is ~16 min alone).
     ("oom_escalation", ["--trials", "10", "--work-s", "2"]),
 ]
 
